@@ -1,0 +1,170 @@
+"""The benchmark flow: the pipeline diagram of DESIGN.md, one Prefect task per stage.
+
+model → calibration set → pruned checkpoint → scores → DuckDB → leaderboard. Every computing
+stage is cached on its inputs and the code fingerprint, so rerunning a config recomputes nothing
+and a crashed run resumes from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from evals.suites import LOCAL_SUITES
+from flows import provenance
+from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
+from pruning.models.sources import is_complete_checkpoint
+from reports.records import AllocationRow, ResultRow, RunBundle, RunRecord, StageRecord
+from tasks.artifacts import CalibrationSet, EvalScores, ModelCheckpoint, PrunedCheckpoint, StageUsage
+from tasks.calibration import calibration_set
+from tasks.common import code_fingerprint
+from tasks.evaluate import eval_scores
+from tasks.model import model_checkpoint
+from tasks.prune import needs_calibration, pruned_checkpoint
+from tasks.record import leaderboard_markdown, recorded_run
+from tasks.suites import eval_suites
+
+
+@flow(name="benchmark", flow_run_name="benchmark[{config_path}]", log_prints=True, persist_result=True)
+def benchmark(config_path: str, database: str | None = None, workdir: str | None = None) -> str:
+    """Run every study of an experiment config and return the leaderboard as markdown."""
+    config = load_config(config_path, {"database": database, "workdir": workdir})
+    return run_experiment(config)
+
+
+def run_experiment(config: ExperimentConfig) -> str:
+    logger = get_run_logger()
+    code = code_fingerprint()
+    workdir = str(config.output.workdir.resolve())
+    database = str(config.output.database.resolve())
+    local_suites = sorted({s for study in config.studies for s in study.eval.suites if s in LOCAL_SUITES})
+    suites_dir = _rebuilt_if_missing(eval_suites, lambda p: Path(p).is_dir(), names=local_suites, workdir=workdir, code=code)
+
+    models = []
+    for study in config.studies:
+        models.append(study.model.label)
+        base = model_checkpoint(study.model, str(config.output.cache_dir.resolve()))
+        calibration = None
+        if any(needs_calibration(method.name) for method in study.methods):
+            calibration = _rebuilt_if_missing(
+                calibration_set,
+                lambda c: Path(c.path).is_file(),
+                base=base, model=study.model, calibration=study.calibration, workdir=workdir, code=code,
+            )
+        for method in study.methods:
+            started_at = datetime.now(timezone.utc)
+            pruned = None
+            checkpoint = base.path
+            if method.name != "dense":
+                pruned = _rebuilt_if_missing(
+                    pruned_checkpoint,
+                    lambda p: is_complete_checkpoint(Path(p.path)),
+                    base=base,
+                    calibration_set=calibration if needs_calibration(method.name) else None,
+                    model=study.model,
+                    calibration=study.calibration,
+                    method=method,
+                    workdir=workdir,
+                    code=code,
+                )
+                checkpoint = pruned.path
+            scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, code)
+            bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at)
+            recorded_run(bundle, database)
+            logger.info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
+
+    markdown = leaderboard_markdown(database, models)
+    create_markdown_artifact(markdown, key=f"leaderboard-{config.name}".lower().replace("_", "-").replace(".", "-"),
+                             description=f"prunebench leaderboard for {config.name}")
+    return markdown
+
+
+def _rebuilt_if_missing(task, is_intact, **parameters):
+    """Call a cached task; if the file it points to is gone or incomplete, recompute it with a warning."""
+    result = task(**parameters)
+    if is_intact(result):
+        return result
+    get_run_logger().warning("cached result of %s points to missing or incomplete files; rebuilding it", task.name)
+    return task.with_options(refresh_cache=True)(**parameters)
+
+
+def run_bundle(
+    config: ExperimentConfig,
+    study: StudySpec,
+    method,
+    base: ModelCheckpoint,
+    calibration: CalibrationSet | None,
+    pruned: PrunedCheckpoint | None,
+    scores: EvalScores,
+    started_at: datetime,
+) -> RunBundle:
+    """Everything one (model, method) run records, with provenance."""
+    uses_calibration = needs_calibration(method.name)
+    config_hash = spec_hash(study.model, method, study.calibration if uses_calibration else "no-calibration", study.eval)
+    flow_run_id = flow_run.get_id() or "local"
+    run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{flow_run_id}/{config_hash}"))
+    stages = {"model": base.usage, "evaluate": scores.usage}
+    if calibration is not None and uses_calibration:
+        stages["calibration"] = calibration.usage
+    if pruned is not None:
+        stages["prune"] = pruned.usage
+    run = RunRecord(
+        run_id=run_id,
+        flow_run_id=flow_run_id,
+        experiment=config.name,
+        config_hash=config_hash,
+        model=study.model.label,
+        model_source=study.model.source,
+        method=method.name,
+        method_label=method.label,
+        method_params=method.model_dump_json(),
+        target_sparsity=method.target,
+        achieved_sparsity=pruned.achieved_sparsity if pruned else 0.0,
+        params_total=base.params_total,
+        params_pruned=pruned.params_pruned if pruned else 0,
+        seed=study.calibration.seed,
+        git_commit=provenance.git_commit(),
+        package_versions=provenance.package_versions(),
+        host=provenance.host(),
+        device=provenance.device_description(study.model.device),
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc),
+    )
+    return RunBundle(
+        run=run,
+        results=[ResultRow(run_id=run_id, **score.model_dump()) for score in scores.scores],
+        stages=[_stage_record(run_id, name, usage, flow_run_id) for name, usage in stages.items()],
+        allocations=[AllocationRow(run_id=run_id, **layer.model_dump()) for layer in (pruned.layers if pruned else [])],
+    )
+
+
+def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) -> StageRecord:
+    return StageRecord(
+        run_id=run_id,
+        stage=stage,
+        wall_s=usage.wall_s,
+        peak_rss_gb=usage.peak_rss_gb,
+        peak_gpu_gb=usage.peak_gpu_gb,
+        cached=usage.computed_by is not None and usage.computed_by != flow_run_id,
+    )
+
+
+def preflight(config: ExperimentConfig) -> None:
+    """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites."""
+    from evals.lm_eval_bridge import check_suites
+    from pruning.errors import ModelSourceError
+    from pruning.models.sources import PACKAGED, resolve_checkpoint
+
+    for study in config.studies:
+        source = study.model.source
+        if source.startswith("packaged:"):
+            if source.removeprefix("packaged:") not in PACKAGED:
+                raise ModelSourceError(f"unknown packaged model {source!r}; known: {', '.join(f'packaged:{n}' for n in PACKAGED)}")
+        else:
+            resolve_checkpoint(study.model, config.output.cache_dir / "models")
+        check_suites(study.eval.suites)

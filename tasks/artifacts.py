@@ -1,0 +1,63 @@
+"""The small values tasks hand each other: paths and numbers, never modules or tensors."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Artifact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageUsage(Artifact):
+    """Cost of the stage when it was computed, and which flow run computed it."""
+
+    wall_s: float
+    peak_rss_gb: float
+    peak_gpu_gb: float | None = None
+    computed_by: str | None = None  # flow run id; differs from the current one when read from cache
+
+
+class ModelCheckpoint(Artifact):
+    path: str
+    params_total: int
+    usage: StageUsage
+
+
+class CalibrationSet(Artifact):
+    path: str
+    n_samples: int
+    seq_len: int
+    usage: StageUsage
+
+
+class LayerSparsity(Artifact):
+    modality: str
+    block: int
+    layer: str
+    n_params: int
+    target_sparsity: float
+    achieved_sparsity: float
+
+
+class PrunedCheckpoint(Artifact):
+    path: str
+    params_prunable: int
+    params_pruned: int
+    achieved_sparsity: float  # over the prunable linears
+    layers: list[LayerSparsity]
+    usage: StageUsage
+
+
+class Score(Artifact):
+    suite: str
+    metric: str
+    value: float
+    stderr: float | None
+    higher_is_better: bool
+    n_samples: int | None = None
+
+
+class EvalScores(Artifact):
+    scores: list[Score]
+    usage: StageUsage
