@@ -42,19 +42,20 @@ def run_experiment(config: ExperimentConfig) -> str:
     code = code_fingerprint()
     workdir = str(config.output.workdir.resolve())
     database = str(config.output.database.resolve())
+    cache_dir = str(config.output.cache_dir.resolve())
     local_suites = sorted({s for study in config.studies for s in study.eval.suites if s in LOCAL_SUITES})
-    suites_dir = _rebuilt_if_missing(eval_suites, lambda p: Path(p).is_dir(), names=local_suites, workdir=workdir, code=code)
+    suites_dir = _rebuilt_if_missing(eval_suites, lambda p: Path(p).is_dir(), names=local_suites, workdir=workdir, cache_dir=cache_dir, code=code)
 
     models = []
     for study in config.studies:
         models.append(study.model.label)
-        base = model_checkpoint(study.model, str(config.output.cache_dir.resolve()))
+        base = model_checkpoint(study.model, cache_dir)
         calibration = None
         if any(needs_calibration(method.name) for method in study.methods):
             calibration = _rebuilt_if_missing(
                 calibration_set,
                 lambda c: Path(c.path).is_file(),
-                base=base, model=study.model, calibration=study.calibration, workdir=workdir, code=code,
+                base=base, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir, code=code,
             )
         for method in study.methods:
             started_at = datetime.now(timezone.utc)
@@ -158,13 +159,13 @@ def preflight(config: ExperimentConfig) -> None:
     """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites."""
     from evals.lm_eval_bridge import check_suites
     from pruning.errors import ModelSourceError
-    from pruning.models.sources import PACKAGED, resolve_checkpoint
+    from pruning.models.sources import PACKAGED, count_parameters, resolve_checkpoint
 
     for study in config.studies:
         source = study.model.source
         if source.startswith("packaged:"):
             if source.removeprefix("packaged:") not in PACKAGED:
                 raise ModelSourceError(f"unknown packaged model {source!r}; known: {', '.join(f'packaged:{n}' for n in PACKAGED)}")
-        else:
-            resolve_checkpoint(study.model, config.output.cache_dir / "models")
+        else:  # cheap: reads safetensors headers only, so a corrupt file fails here
+            count_parameters(resolve_checkpoint(study.model, config.output.cache_dir / "models"))
         check_suites(study.eval.suites)

@@ -47,11 +47,12 @@ class StudySpec(Spec):
 class OutputSpec(Spec):
     database: Path = Path("results/prunebench.duckdb")
     workdir: Path = Path(".prunebench")
+    cache: Path | None = Field(None, description="models converted from packages and corpora; default <workdir>/cache")
 
     @property
     def cache_dir(self) -> Path:
-        """Models converted from packages and downloaded corpora: shared by every experiment."""
-        return self.workdir / "cache"
+        """Shared by every experiment that names the same directory; safe to delete (rebuilt on demand)."""
+        return self.cache if self.cache is not None else self.workdir / "cache"
 
 
 class ExperimentConfig(Spec):

@@ -13,6 +13,7 @@ def configure_environment(workdir: Path) -> None:
     server or move PREFECT_HOME elsewhere.
     """
     home = Path(workdir).resolve() / "prefect"
+    home.mkdir(parents=True, exist_ok=True)  # Prefect's ephemeral API fails to start without it
     defaults = {
         "PREFECT_HOME": str(home),
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",

@@ -18,11 +18,11 @@ from tasks.common import CACHED, stamp
     task_run_name="calibration[{calibration.corpus}, {calibration.n_samples}x{calibration.seq_len}]",
 )
 def calibration_set(
-    base: ModelCheckpoint, model: ModelSpec, calibration: CalibrationSpec, workdir: str, code: str
+    base: ModelCheckpoint, model: ModelSpec, calibration: CalibrationSpec, workdir: str, cache_dir: str, code: str
 ) -> CalibrationSet:
     with measure_resources() as usage:
         tokenizer = load_tokenizer(Path(base.path), model)
-        texts = corpus_documents(calibration.corpus, "calibration", Path(workdir) / "cache")
+        texts = corpus_documents(calibration.corpus, "calibration", Path(cache_dir))
         ids = calibration_ids(texts, tokenizer, calibration.n_samples, calibration.seq_len, calibration.seed)
         name = f"{model.label}-{calibration.corpus}-{calibration.n_samples}x{calibration.seq_len}-s{calibration.seed}"
         path = save_calibration(ids, Path(workdir) / "calibration" / f"{name}.safetensors")

@@ -109,11 +109,17 @@ def count_parameters(path: Path) -> int:
     """Parameters stored in a checkpoint's safetensors files (tied weights count once), without loading it."""
     from safetensors import safe_open
 
+    shards = sorted(Path(path).glob("*.safetensors"))
+    if not shards:
+        raise CheckpointError(f"checkpoint {path} has no .safetensors weights (other formats are not loaded, for safety)")
     total = 0
-    for shard in sorted(Path(path).glob("*.safetensors")):
-        with safe_open(shard, framework="pt") as tensors:
-            for name in tensors.keys():
-                total += math.prod(tensors.get_slice(name).get_shape())
+    for shard in shards:
+        try:
+            with safe_open(shard, framework="pt") as tensors:
+                for name in tensors.keys():
+                    total += math.prod(tensors.get_slice(name).get_shape())
+        except Exception as err:
+            raise CheckpointError(f"cannot read weights {shard}: {type(err).__name__}: {_first_line(err)}") from err
     return total
 
 
@@ -126,8 +132,15 @@ def load_tokenizer(path: Path, spec: ModelSpec):
         raise CheckpointError(f"cannot load the tokenizer of {path}: {type(err).__name__}: {_first_line(err)}") from err
 
 
-def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object]:
-    """Load model and tokenizer from a checkpoint directory (safetensors only), in eval mode."""
+# Files any saved tokenizer leaves; a checkpoint with none of them (a tiny test model) has no tokenizer.
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
+    """Load model and tokenizer from a checkpoint directory (safetensors only), in eval mode.
+
+    The tokenizer is None when the checkpoint was saved without one.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
@@ -142,7 +155,8 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object]:
             use_safetensors=True,
             trust_remote_code=spec.trust_remote_code,
         )
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        has_tokenizer = any((path / name).is_file() for name in _TOKENIZER_FILES)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code) if has_tokenizer else None
     except Exception as err:
         raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
     return model.to(spec.device).eval(), tokenizer

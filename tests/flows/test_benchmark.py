@@ -1,0 +1,129 @@
+"""End to end: the CLI runs the benchmark flow on the smoke config in real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def prunebench(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def smoke_config(tmp: Path, cache_dir: Path, **study_changes) -> Path:
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["output"] = {"database": str(tmp / "results.duckdb"), "workdir": str(tmp / "work"), "cache": str(cache_dir)}
+    config["studies"][0].update(study_changes)
+    path = tmp / "smoke.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def query(database: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cache_dir):
+    tmp = tmp_path_factory.mktemp("smoke")
+    config = smoke_config(tmp, cache_dir)
+    first = prunebench("run", str(config))
+    assert first.returncode == 0, first.stderr[-3000:]
+    return tmp, config, first
+
+
+def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
+    tmp, _, first = smoke_run
+    database = tmp / "results.duckdb"
+    methods = sorted(row[0] for row in query(database, "SELECT method_label FROM runs"))
+    assert methods == ["dense", "magnitude 50%", "wanda 50%"]
+    (n_results,) = query(database, "SELECT count(*) FROM results")[0]
+    (n_distinct,) = query(database, "SELECT count(DISTINCT (run_id, suite, metric)) FROM results")[0]
+    assert n_results == n_distinct > 0
+    suites = {row[0] for row in query(database, "SELECT DISTINCT suite FROM results")}
+    assert suites == {"jargon_ppl", "jargon_cloze", "jargon_mc"}
+    sparsity = dict(query(database, "SELECT method_label, achieved_sparsity FROM runs"))
+    assert sparsity["dense"] == 0.0 and sparsity["wanda 50%"] == pytest.approx(0.5, abs=1e-3)
+    (n_layers,) = query(database, "SELECT count(*) FROM allocations a JOIN runs r USING (run_id) WHERE r.method = 'wanda'")[0]
+    assert n_layers == 30 * 7
+    assert "wanda 50%" in first.stdout and "magnitude 50%" in first.stdout
+
+
+def test_second_run_recomputes_nothing(smoke_run):
+    tmp, config, _ = smoke_run
+    second = prunebench("run", str(config))
+    assert second.returncode == 0, second.stderr[-3000:]
+    database = tmp / "results.duckdb"
+    flow_runs = query(database, "SELECT flow_run_id, min(started_at) FROM runs GROUP BY 1 ORDER BY 2")
+    assert len(flow_runs) == 2
+    latest = flow_runs[-1][0]
+    stages = query(
+        database,
+        f"SELECT s.stage, s.cached FROM stages s JOIN runs r USING (run_id) WHERE r.flow_run_id = '{latest}'",
+    )
+    computing = [(stage, cached) for stage, cached in stages if stage in ("calibration", "prune", "evaluate")]
+    assert computing and all(cached for _, cached in computing), computing
+    # same numbers as the first run
+    values = query(
+        database,
+        "SELECT r.method_label, s.suite, s.metric, count(DISTINCT s.value) FROM results s JOIN runs r USING (run_id) GROUP BY 1, 2, 3",
+    )
+    assert all(n == 1 for *_, n in values)
+
+
+def test_report_json_has_the_documented_keys(smoke_run):
+    tmp, _, _ = smoke_run
+    report = prunebench("report", "--database", str(tmp / "results.duckdb"), "--format", "json")
+    assert report.returncode == 0, report.stderr
+    rows = json.loads(report.stdout)
+    assert rows and {"model", "method", "sparsity", "suite", "metric", "value"} <= set(rows[0])
+    ppl = {r["method"]: r["value"] for r in rows if r["suite"] == "jargon_ppl" and r["metric"] == "word_perplexity"}
+    assert ppl["dense"] < ppl["wanda 50%"] and ppl["dense"] < ppl["magnitude 50%"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": {"source": "/nonexistent/model/dir"}}, "model path /nonexistent/model/dir does not exist"),
+        ({"methods": [{"name": "wanda", "sparsity": 1.0}]}, "sparsity: Input should be less than 1"),
+        ({"methods": [{"name": "pruneall", "sparsity": 0.5}]}, "does not match any of the expected tags"),
+        ({"eval": {"suites": ["no_such_suite_xyz"]}}, "no_such_suite_xyz"),
+    ],
+)
+def test_bad_input_is_one_line_and_loses_nothing(smoke_run, tmp_path, cache_dir, change, message):
+    tmp, _, _ = smoke_run
+    database = tmp / "results.duckdb"
+    before = query(database, "SELECT count(*) FROM results")
+    config = smoke_config(tmp_path, cache_dir, **change)
+    result = prunebench("run", str(config), "--database", str(database))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert query(database, "SELECT count(*) FROM results") == before
+
+
+def test_corrupt_checkpoint_is_named(smoke_run, tmp_path, cache_dir):
+    tmp, _, _ = smoke_run
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    config = smoke_config(tmp_path, cache_dir, model={"source": str(broken)})
+    result = prunebench("run", str(config), "--database", str(tmp / "results.duckdb"))
+    assert result.returncode == 2
+    assert "cannot read weights" in result.stderr and str(broken) in result.stderr

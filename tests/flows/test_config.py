@@ -1,0 +1,102 @@
+from pathlib import Path
+
+import pytest
+
+from flows.config import ExperimentConfig, load_config, spec_hash
+from pruning.errors import ConfigError
+from pruning.specs import WandaSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = """
+name: t
+studies:
+  - model: {source: packaged:smollm2-135m}
+    methods:
+      - name: dense
+      - name: wanda
+        sparsity: 0.5
+    eval: {suites: [jargon_ppl]}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml"])
+def test_shipped_configs_validate(name):
+    config = load_config(REPO / "configs" / name)
+    assert config.studies[0].model.source == "packaged:smollm2-135m"
+
+
+def test_valid_config_defaults(tmp_path):
+    config = load_config(write(tmp_path, VALID))
+    study = config.studies[0]
+    assert study.calibration.n_samples == 32 and study.calibration.seq_len == 256
+    assert [m.label for m in study.methods] == ["dense", "wanda 50%"]
+    assert config.output.database == Path("results/prunebench.duckdb")
+
+
+def test_overrides_replace_output_fields(tmp_path):
+    config = load_config(write(tmp_path, VALID), {"database": "x.duckdb", "workdir": None})
+    assert config.output.database == Path("x.duckdb")
+    assert config.output.workdir == Path(".prunebench")
+
+
+@pytest.mark.parametrize(
+    "mutation, expected",
+    [
+        (("sparsity: 0.5", "sparsity: 1.5"), "studies.0.methods.1.wanda.sparsity: Input should be less than 1 (got 1.5)"),
+        (("sparsity: 0.5", "sparsity: -0.1"), "greater than or equal to 0"),
+        (("name: wanda", "name: wandaa"), "does not match any of the expected tags"),
+        (("name: wanda", "name: wanda\n        sparsityy: 0.5"), "sparsityy: Extra inputs are not permitted"),
+        (("eval: {suites: [jargon_ppl]}", "eval: {suites: []}"), "studies.0.eval.suites"),
+        (("name: t", "name: t\nbogus: 1"), "bogus: Extra inputs are not permitted"),
+        (("sparsity: 0.5", "n_m: '2:4'\n        sparsity: 0.6"), "implies sparsity 0.5"),
+        (("sparsity: 0.5", "n_m: '4:2'"), "0 < N < M"),
+    ],
+)
+def test_bad_config_fails_with_field_and_reason(tmp_path, mutation, expected):
+    old, new = mutation
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, VALID.replace(old, new, 1)))
+    message = str(err.value)
+    assert expected in message
+    assert "config.yaml" in message and "\n" not in message
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line \d+"):
+        load_config(write(tmp_path, "name: t\nstudies: [\n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_method_listed_twice_is_rejected(tmp_path):
+    text = VALID.replace("      - name: dense\n", "      - name: dense\n      - name: dense\n")
+    with pytest.raises(ConfigError, match="method listed twice: dense"):
+        load_config(write(tmp_path, text))
+
+
+def test_n_m_fixes_sparsity_and_label():
+    spec = WandaSpec(name="wanda", n_m="2:4")
+    assert spec.target == 0.5 and spec.label == "wanda 2:4"
+
+
+def test_spec_hash_is_stable_and_sensitive():
+    a, b = WandaSpec(name="wanda", sparsity=0.5), WandaSpec(name="wanda", sparsity=0.6)
+    assert spec_hash(a) == spec_hash(WandaSpec(name="wanda", sparsity=0.5))
+    assert spec_hash(a) != spec_hash(b)
+
+
+def test_experiment_is_frozen():
+    config = ExperimentConfig.model_validate({"name": "x", "studies": [
+        {"model": {"source": "m"}, "methods": [{"name": "dense"}], "eval": {"suites": ["s"]}}]})
+    with pytest.raises(Exception):
+        config.name = "y"
