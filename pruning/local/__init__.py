@@ -1,0 +1,53 @@
+"""Local pruners: how to prune one linear layer, given its sparsity and the statistic it needs.
+
+`pruning.local.walk.prune_model` is the one model walk for every method here. It gathers the
+pruner's `statistic` (a key of `statistics.STATISTICS`, or "none") block by block and calls
+`prune`, which returns the new weight: the masked weight for magnitude and Wanda, or a masked and
+updated weight for a method such as SparseGPT (OBS update). Per-block sparsity (uniform, OWL,
+ECoFLaP) is an input of the walk, so allocations never reach this registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+from pruning.errors import ConfigError
+from pruning.local.magnitude import magnitude_prune_mask
+from pruning.local.wanda import wanda_prune_mask
+
+
+class PruneLinear(Protocol):
+    def __call__(self, weight: Tensor, statistic: Tensor | None, sparsity: float, n_m: str | None) -> Tensor:
+        """The pruned (and possibly updated) weight; `statistic` is None when the pruner needs none."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalPruner:
+    statistic: str  # "none", or a key of pruning.local.statistics.STATISTICS
+    prune: PruneLinear
+
+
+def _magnitude(weight: Tensor, statistic: Tensor | None, sparsity: float, n_m: str | None) -> Tensor:
+    return weight.masked_fill(magnitude_prune_mask(weight, sparsity, n_m), 0)
+
+
+def _wanda(weight: Tensor, input_sq_norm: Tensor | None, sparsity: float, n_m: str | None) -> Tensor:
+    assert input_sq_norm is not None, "the walk gathers input_sq_norm for wanda"
+    return weight.masked_fill(wanda_prune_mask(weight, input_sq_norm, sparsity, n_m), 0)
+
+
+LOCAL_PRUNERS: dict[str, LocalPruner] = {
+    "magnitude": LocalPruner(statistic="none", prune=_magnitude),
+    "wanda": LocalPruner(statistic="input_sq_norm", prune=_wanda),
+}
+
+
+def local_pruner(name: str) -> LocalPruner:
+    try:
+        return LOCAL_PRUNERS[name]
+    except KeyError:
+        raise ConfigError(f"no local pruner {name!r}; known: {', '.join(sorted(LOCAL_PRUNERS))}") from None

@@ -1,0 +1,21 @@
+"""Wanda (Sun et al., 2023, "A Simple and Effective Pruning Approach for LLMs").
+
+Score S_ij = |W_ij| · ‖X_j‖₂ (Eq. 1), where ‖X_j‖₂ is the norm of input feature j over all calibration
+tokens; weights are compared within each output row (Sec. 3, "per output"), or N:M within groups.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from pruning.local.selection import prune_mask
+
+
+def wanda_prune_mask(weight: Tensor, input_sq_norm: Tensor, sparsity: float, n_m: str | None = None) -> Tensor:
+    """True where `weight` [out, in] is to be zeroed; `input_sq_norm[j]` = Σ over tokens of x_j²."""
+    if input_sq_norm.shape != (weight.shape[1],):
+        raise ValueError(
+            f"input_sq_norm must have one entry per input feature ({weight.shape[1]}), got shape {tuple(input_sq_norm.shape)}"
+        )
+    scores = weight.abs().float() * input_sq_norm.float().sqrt()
+    return prune_mask(scores, sparsity, n_m, per_row=True)

@@ -1,0 +1,69 @@
+"""Checkpoints on disk: resolve, save atomically, load, and fail with errors that name the problem."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from pruning.errors import CheckpointError, ModelSourceError
+from pruning.models.sources import MANIFEST, is_complete_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from pruning.specs import ModelSpec
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def checkpoint(tiny_model, tmp_path):
+    model = tiny_model("llama")
+    return model, save_checkpoint(model, None, tmp_path / "tiny")
+
+
+def spec(path) -> ModelSpec:
+    return ModelSpec(source=str(path))
+
+
+def test_round_trip_reproduces_logits_without_a_tokenizer(checkpoint, calibration_batch):
+    model, path = checkpoint
+    assert is_complete_checkpoint(path)
+    assert resolve_checkpoint(spec(path), path.parent) == path.resolve()
+    reloaded, tokenizer = load_model(path, spec(path))
+    assert tokenizer is None and not reloaded.training
+    with torch.no_grad():
+        assert torch.equal(model(calibration_batch).logits, reloaded(calibration_batch).logits)
+
+
+def test_truncated_weights_are_incomplete_and_fail_to_load_naming_the_path(checkpoint):
+    _, path = checkpoint
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert not is_complete_checkpoint(path)
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_model(path, spec(path))
+
+
+def test_missing_path_is_a_model_source_error(tmp_path):
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        resolve_checkpoint(spec(tmp_path / "nowhere"), tmp_path)
+
+
+def test_uncached_hub_id_says_how_to_fetch_it(tmp_path):
+    with pytest.raises(ModelSourceError, match=r"prunebench-test/not-cached-anywhere.*huggingface-cli download"):
+        resolve_checkpoint(spec("prunebench-test/not-cached-anywhere"), tmp_path)
+
+
+def test_directory_left_by_a_crash_is_not_a_checkpoint(checkpoint):
+    model, path = checkpoint
+    # a save killed before its rename leaves `.<name>.tmp-*` beside the destination, maybe half written
+    crashed = path.parent / f".{path.name}.tmp-deadbeef"
+    shutil.copytree(path, crashed)
+    (crashed / MANIFEST).unlink()
+    shutil.rmtree(path)
+    assert not is_complete_checkpoint(path) and not is_complete_checkpoint(crashed)
+    with pytest.raises(ModelSourceError):
+        resolve_checkpoint(spec(path), path.parent)
+    assert is_complete_checkpoint(save_checkpoint(model, None, path))  # a new save is not blocked by it
