@@ -79,7 +79,7 @@ def run_experiment(config: ExperimentConfig) -> str:
             recorded_run(bundle, database)
             logger.info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
 
-    markdown = leaderboard_markdown(database, models)
+    markdown = leaderboard_markdown(database, models, config.name)
     create_markdown_artifact(markdown, key=f"leaderboard-{config.name}".lower().replace("_", "-").replace(".", "-"),
                              description=f"prunebench leaderboard for {config.name}")
     return markdown

@@ -17,5 +17,5 @@ def recorded_run(bundle: RunBundle, database: str) -> str:
 @task(task_run_name="leaderboard")
 def leaderboard_markdown(database: str, models: list[str], experiment: str | None = None) -> str:
     store = ResultStore(database)
-    rows = [row for row in leaderboard(store) if row.model in models]
+    rows = [row for row in leaderboard(store, experiment=experiment) if row.model in models]
     return to_markdown(rows)

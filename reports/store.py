@@ -1,0 +1,243 @@
+"""The results database: one DuckDB file, opened for each operation and closed straight after.
+
+A DuckDB file opened read-write by one process is locked against every other process, readers
+included (STACK.md). So no connection outlives an operation: each one opens the file, does its work
+in one transaction, and closes; an open that meets another process's lock is retried with backoff
+for a bounded time. The store never deletes, truncates or rewrites a file it cannot read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
+
+from pruning.errors import StoreError
+from reports import schema
+from reports.records import AllocationRow, Record, ResultRow, RunBundle, RunRecord, StageRecord
+
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+_INSERT_CHUNK_ROWS = 200  # rows per multi-row INSERT: about 7x faster than executemany in DuckDB
+
+# table -> (record it holds, order rows are listed in); names are ours, never user input
+_TABLES: dict[str, tuple[type[Record], str]] = {
+    "runs": (RunRecord, "finished_at, run_id"),
+    "results": (ResultRow, "run_id, suite, metric"),
+    "stages": (StageRecord, "run_id, stage"),
+    "allocations": (AllocationRow, "run_id, modality, block, layer"),
+}
+
+# timestamps go in (naive ones taken as UTC) and come back in UTC, whatever the host's zone
+_SESSION_SETUP = "SET TimeZone = 'UTC'"
+
+T = TypeVar("T")
+Params = Sequence[Any] | Mapping[str, Any] | None
+
+
+class ResultStore:
+    """Benchmark results in one DuckDB file; safe to share between processes and threads, in turn."""
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    def __repr__(self) -> str:
+        return f"ResultStore({str(self.path)!r})"
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def record(self, bundle: RunBundle) -> None:
+        """Write a run and all its rows, replacing whatever was recorded under its run_id before.
+
+        Delete-then-insert in one transaction (rather than a per-row upsert) means a re-recorded run
+        keeps no stale row its new bundle no longer has, and recording twice changes nothing.
+        """
+        run_id = bundle.run.run_id
+        strays = {row.run_id for rows in (bundle.results, bundle.stages, bundle.allocations) for row in rows}
+        if strays - {run_id}:
+            raise ValueError(f"bundle of run {run_id} holds rows of other runs: {sorted(strays - {run_id})}")
+
+        def write(connection: duckdb.DuckDBPyConnection) -> None:
+            for table in _TABLES:
+                connection.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            _insert(connection, "runs", [bundle.run])
+            _insert(connection, "results", bundle.results)
+            _insert(connection, "stages", bundle.stages)
+            _insert(connection, "allocations", bundle.allocations)
+
+        self._write(f"recording run {run_id} ({bundle.run.model}, {bundle.run.method_label})", write)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def runs(self, *, model: str | None = None, experiment: str | None = None) -> list[RunRecord]:
+        """Runs, oldest first, optionally only those of one model and/or experiment."""
+        return self._read(lambda connection: _select(connection, "runs", model=model, experiment=experiment))
+
+    def results(self, run_id: str | None = None) -> list[ResultRow]:
+        return self._read(lambda connection: _select(connection, "results", run_id=run_id))
+
+    def stages(self, run_id: str | None = None) -> list[StageRecord]:
+        return self._read(lambda connection: _select(connection, "stages", run_id=run_id))
+
+    def allocations(self, run_id: str | None = None) -> list[AllocationRow]:
+        return self._read(lambda connection: _select(connection, "allocations", run_id=run_id))
+
+    def bundle(self, run_id: str) -> RunBundle | None:
+        """Everything recorded for one run, read in one transaction; None if there is no such run."""
+
+        def read(connection: duckdb.DuckDBPyConnection) -> RunBundle | None:
+            runs = _select(connection, "runs", run_id=run_id)
+            if not runs:
+                return None
+            return RunBundle(
+                run=runs[0],
+                results=_select(connection, "results", run_id=run_id),
+                stages=_select(connection, "stages", run_id=run_id),
+                allocations=_select(connection, "allocations", run_id=run_id),
+            )
+
+        return self._read(read)
+
+    def schema_version(self) -> int:
+        return self._read(schema.current_version)
+
+    def query(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        """Rows of a read-only query as dicts (column name -> value), for reports.
+
+        Pass values as `?` or `$name` parameters, never formatted into `sql`. With no file yet, the
+        query runs against an empty database of the current schema, so it sees no rows.
+        """
+        return self._read(lambda connection: _dicts(connection.execute(sql, params)))
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def _write(self, doing: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `work` after any pending migration, all in one read-write transaction."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"{self.path}: cannot create its folder: {error}") from None
+        try:
+            with self._transaction(read_only=False) as connection:
+                schema.migrate(connection)
+                return work(connection)
+        except duckdb.Error as error:
+            raise StoreError(f"{self.path}: {doing} failed and was rolled back: {_first_line(error)}") from error
+
+    def _read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `work` in a read-only transaction on a database of the current schema."""
+        if not self.path.exists():  # nothing recorded yet; reading must not create the file
+            with closing(duckdb.connect(":memory:")) as connection:
+                connection.execute(_SESSION_SETUP)
+                schema.migrate(connection)
+                return work(connection)
+        with self._transaction(read_only=True) as connection:
+            if not schema.pending_migrations(connection):
+                return work(connection)
+        self._write("migrating the schema", lambda connection: None)
+        with self._transaction(read_only=True) as connection:
+            return work(connection)
+
+    @contextmanager
+    def _transaction(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        # DuckDB's file lock excludes other processes only; in this one, a read-only open beside an
+        # open read-write connection fails outright, so threads (Prefect's task runner) take turns.
+        turn = _thread_lock(self.path)
+        if not turn.acquire(timeout=self.lock_timeout_s):
+            raise StoreError(f"{self.path} is busy: another thread of this process held it for {self.lock_timeout_s:g} s")
+        try:
+            connection = self._connect(read_only)
+            try:
+                connection.execute(_SESSION_SETUP)
+                connection.begin()
+                yield connection
+                connection.commit()
+            except BaseException as error:
+                with suppress(duckdb.Error):  # already rolled back if the commit itself failed
+                    connection.rollback()
+                if isinstance(error, StoreError):  # from schema checks: name the file
+                    raise StoreError(f"{self.path}: {error}") from None
+                raise
+            finally:
+                connection.close()
+        finally:
+            turn.release()
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting (exponential backoff with jitter) while another process holds it."""
+        retrying = Retrying(
+            retry=retry_if_exception(_is_lock_conflict),
+            wait=wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.05),
+            stop=stop_before_delay(self.lock_timeout_s),
+            reraise=True,
+        )
+        try:
+            return retrying(duckdb.connect, str(self.path), read_only=read_only)
+        except duckdb.Error as error:
+            message = str(error)
+            if _is_lock_conflict(error):
+                holder = re.search(r"held in (.*) \(PID (\d+)\)", message)
+                who = f" (PID {holder[2]}, {Path(holder[1]).name})" if holder else ""
+                raise StoreError(
+                    f"{self.path} is locked: another process{who} holds it; "
+                    f"gave up after {self.lock_timeout_s:g} s, try again when it has finished"
+                ) from None
+            if "not a valid DuckDB database" in message:
+                raise StoreError(
+                    f"{self.path} is not a DuckDB database (corrupt, or another format); it was left as it is"
+                ) from None
+            raise StoreError(f"{self.path} cannot be opened as a DuckDB database: {_first_line(error)}") from None
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(os.path.realpath(path), threading.Lock())
+
+
+def _is_lock_conflict(error: BaseException) -> bool:
+    # DuckDB: 'IO Error: Could not set lock on file "...": Conflicting lock is held in ... (PID n)'
+    return isinstance(error, duckdb.IOException) and "Could not set lock on file" in str(error)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _insert(connection: duckdb.DuckDBPyConnection, table: str, records: Sequence[Record]) -> None:
+    if not records:
+        return
+    columns = list(_TABLES[table][0].model_fields)
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    for start in range(0, len(records), _INSERT_CHUNK_ROWS):
+        chunk = records[start : start + _INSERT_CHUNK_ROWS]
+        values = [getattr(record, column) for record in chunk for column in columns]
+        connection.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))}", values
+        )
+
+
+def _select(connection: duckdb.DuckDBPyConnection, table: str, **equal_to: Any) -> list[Any]:
+    """Rows of one of our tables as records; filters (column = value) with value None are skipped."""
+    record_type, order = _TABLES[table]
+    filters = {column: value for column, value in equal_to.items() if value is not None}
+    where = f" WHERE {' AND '.join(f'{column} = ?' for column in filters)}" if filters else ""
+    cursor = connection.execute(
+        f"SELECT {', '.join(record_type.model_fields)} FROM {table}{where} ORDER BY {order}", list(filters.values())
+    )
+    return [record_type.model_validate(row) for row in _dicts(cursor)]
+
+
+def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    columns = [description[0] for description in cursor.description or ()]
+    return [dict(zip(columns, row)) for row in cursor.fetchall()]

@@ -1,0 +1,146 @@
+"""Leaderboard: latest run per method, retention vs the latest dense run, and the renderings."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from reports.leaderboard import leaderboard, retention, to_json, to_markdown, to_text
+from reports.records import ResultRow, RunBundle, RunRecord
+from reports.store import ResultStore
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def run(run_id: str, method: str, label: str, hours: float, ppl: float, acc: float, *,
+        model: str = "smollm2-135m", experiment: str = "main", sparsity: float = 0.5) -> RunBundle:  # fmt: skip
+    sparsity = 0.0 if method == "dense" else sparsity
+    finished = T0 + timedelta(hours=hours)
+    record = RunRecord(
+        run_id=run_id, flow_run_id=f"flow-{hours}", experiment=experiment, config_hash=f"{model}/{label}",
+        model=model, model_source=f"packaged:{model}", method=method, method_label=label, method_params="{}",
+        target_sparsity=sparsity, achieved_sparsity=sparsity * 0.998,
+        params_total=1000, params_pruned=int(1000 * sparsity),
+        seed=0, git_commit="abc", package_versions="{}", host="box", device="cpu",
+        started_at=finished - timedelta(minutes=5), finished_at=finished,
+    )  # fmt: skip
+    return RunBundle(
+        run=record,
+        results=[
+            ResultRow(run_id=run_id, suite="jargon_ppl", metric="word_perplexity", value=ppl, higher_is_better=False),
+            ResultRow(run_id=run_id, suite="jargon_mc", metric="acc", value=acc, stderr=0.02, higher_is_better=True),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> ResultStore:
+    store = ResultStore(tmp_path_factory.mktemp("leaderboard") / "results.duckdb")
+    for bundle in (
+        run("dense-old", "dense", "dense", 0, ppl=12.0, acc=0.45),
+        run("dense-new", "dense", "dense", 2, ppl=10.0, acc=0.5),
+        run("wanda-old", "wanda", "wanda 50%", 0, ppl=40.0, acc=0.2),
+        run("wanda-new", "wanda", "wanda 50%", 1, ppl=20.0, acc=0.4),
+        run("magnitude", "magnitude", "magnitude 50%", 1, ppl=50.0, acc=0.25),
+        run("ablation", "wanda", "wanda 2:4", 3, ppl=30.0, acc=0.3, experiment="ablation"),
+        run("other-wanda", "wanda", "wanda 50%", 1, ppl=float("inf"), acc=0.1, model="toy-vlm"),
+    ):
+        store.record(bundle)
+    return store
+
+
+def by_key(rows):
+    return {(row.model, row.method, row.metric): row for row in rows}
+
+
+def test_latest_run_per_method_and_retention_vs_latest_dense(store):
+    rows = by_key(leaderboard(store, model="smollm2-135m", experiment="main"))
+    assert {row.run_id for row in rows.values()} == {"dense-new", "wanda-new", "magnitude"}
+    assert rows["smollm2-135m", "dense", "word_perplexity"].retention == 1.0
+    assert rows["smollm2-135m", "wanda 50%", "word_perplexity"].retention == pytest.approx(10 / 20)  # dense / value
+    assert rows["smollm2-135m", "wanda 50%", "acc"].retention == pytest.approx(0.4 / 0.5)  # value / dense
+    assert rows["smollm2-135m", "magnitude 50%", "word_perplexity"].retention == pytest.approx(0.2)
+    wanda = rows["smollm2-135m", "wanda 50%", "acc"]
+    assert (wanda.method_name, wanda.sparsity, wanda.achieved_sparsity, wanda.stderr) == ("wanda", 0.5, 0.499, 0.02)
+    assert wanda.finished_at == T0 + timedelta(hours=1)
+
+
+def test_rows_come_dense_first_and_filters_apply(store):
+    rows = leaderboard(store)
+    assert [row.model for row in rows] == sorted(row.model for row in rows)
+    assert rows[0].method == rows[1].method == "dense"
+    assert {row.method for row in leaderboard(store, experiment="ablation")} == {"wanda 2:4"}
+    assert {row.model for row in leaderboard(store, model="toy-vlm")} == {"toy-vlm"}
+    assert leaderboard(store, model="no-such-model") == []
+
+
+def test_without_a_dense_run_there_is_no_retention(store):
+    rows = leaderboard(store, model="toy-vlm")
+    assert rows and all(row.retention is None for row in rows)
+    # and the dense baseline is looked for only among the runs the filters keep
+    assert all(row.retention is None for row in leaderboard(store, experiment="ablation"))
+
+
+@pytest.mark.parametrize(
+    "value, dense, higher_is_better, expected",
+    [
+        (0.4, 0.5, True, 0.8),
+        (20.0, 10.0, False, 0.5),
+        (5.0, 10.0, False, 2.0),  # better than dense
+        (float("inf"), 10.0, False, 0.0),  # a diverged perplexity keeps nothing
+        (0.3, None, True, None),
+        (0.3, 0.0, True, None),
+        (0.0, 10.0, False, None),
+        (float("nan"), 0.5, True, None),
+    ],
+)
+def test_retention(value, dense, higher_is_better, expected):
+    assert retention(value, dense, higher_is_better) == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_json_has_the_documented_keys_and_is_strict(store):
+    objects = json.loads(to_json(leaderboard(store)), parse_constant=lambda name: pytest.fail(f"non-JSON {name}"))
+    assert {"model", "method", "sparsity", "suite", "metric", "value", "retention", "higher_is_better", "run_id",
+            "finished_at", "stderr", "achieved_sparsity", "method_name"} <= set(objects[0])  # fmt: skip
+    diverged = [o for o in objects if o["model"] == "toy-vlm" and o["metric"] == "word_perplexity"]
+    assert diverged[0]["value"] is None  # infinity has no strict-JSON spelling
+    wanda = [o for o in objects if o["method"] == "wanda 50%" and o["model"] == "smollm2-135m" and o["metric"] == "acc"]
+    assert wanda[0]["value"] == 0.4 and wanda[0]["sparsity"] == 0.5
+
+
+def test_markdown_ranks_dense_first_then_by_mean_retention(store):
+    markdown = to_markdown(leaderboard(store, experiment="main"))
+    lines = markdown.splitlines()
+    table = lines[lines.index("### smollm2-135m") + 2 :]
+    assert table[0].split("|")[1:-1] == [
+        " method        ", " sparsity ", " jargon_mc acc ↑ ", " jargon_ppl word_perplexity ↓ ", " mean retention "
+    ]  # fmt: skip
+    methods = [line.split("|")[1].strip() for line in table[2:5]]
+    assert methods == ["dense", "wanda 50%", "magnitude 50%"]  # means 100%, 65%, 35%
+    assert [cell.strip() for cell in table[3].split("|")[2:-1]] == ["49.9%", "0.400 (80%)", "20.00 (50%)", "65.0%"]
+    assert "10.00 (100%)" in table[2]
+    assert "### toy-vlm" in markdown and "no dense run of toy-vlm" in markdown and "inf" in markdown
+    assert "↓ lower is better" in markdown and "retention" in lines[-1] + lines[-2]
+
+
+def test_metrics_filter_sets_columns_and_the_mean(store):
+    markdown = to_markdown(leaderboard(store, model="smollm2-135m", experiment="main"), metrics=["jargon_ppl"])
+    assert "acc" not in markdown
+    wanda = next(line for line in markdown.splitlines() if line.startswith("| wanda 50%"))
+    assert wanda.rstrip(" |").endswith("50.0%")  # the mean over the one column shown
+
+
+def test_text_is_an_aligned_table_without_markdown(store):
+    text = to_text(leaderboard(store, model="smollm2-135m"))
+    lines = text.splitlines()
+    assert lines[0] == "smollm2-135m" and "|" not in text and "###" not in text
+    assert [line.split("  ")[0] for line in lines[3:7]] == ["dense", "wanda 50%", "wanda 2:4", "magnitude 50%"]
+    assert len({len(line) for line in lines[1:4]}) == 1  # header, rule and rows line up
+    assert "↓ lower is better" in text
+
+
+def test_empty_store_renders_a_message(tmp_path):
+    rows = leaderboard(ResultStore(tmp_path / "none.duckdb"))
+    assert rows == [] and "no results" in to_markdown(rows) and "no results" in to_text(rows) and to_json(rows) == "[]"

@@ -1,0 +1,108 @@
+"""The schema matches the records, and migrations bring older databases forward without loss."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from pruning.errors import StoreError
+from reports import schema
+from reports.records import AllocationRow, ResultRow, RunRecord, StageRecord
+
+TABLES = {"runs": RunRecord, "results": ResultRow, "stages": StageRecord, "allocations": AllocationRow}
+PRIMARY_KEYS = {
+    "runs": ["run_id"],
+    "results": ["run_id", "suite", "metric"],
+    "stages": ["run_id", "stage"],
+    "allocations": ["run_id", "modality", "block", "layer"],
+    "schema_version": ["version"],
+}
+
+
+@pytest.fixture
+def connection():
+    with duckdb.connect(":memory:") as connection:
+        yield connection
+
+
+def v1_with_one_result(connection) -> None:
+    """A version-1 database built by hand, holding one result row."""
+    connection.execute("BEGIN")
+    schema.migrate(connection, schema.MIGRATIONS[:1])
+    connection.execute("INSERT INTO results VALUES ('run-1', 'jargon_ppl', 'word_perplexity', 18.31, NULL, false, 64)")
+    connection.execute("COMMIT")
+
+
+def add_notes_column(connection) -> None:  # a plausible v2: a new column with a default
+    connection.execute("ALTER TABLE results ADD COLUMN notes VARCHAR DEFAULT ''")
+
+
+def test_version_constant_counts_the_migrations():
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 1
+
+
+def test_tables_have_the_record_fields_in_order(connection):
+    schema.migrate(connection)
+    for table, record in TABLES.items():
+        columns = [row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()]
+        assert columns == list(record.model_fields), table
+
+
+def test_primary_keys(connection):
+    schema.migrate(connection)
+    keys = dict(
+        connection.execute(
+            "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+        ).fetchall()
+    )
+    assert keys == PRIMARY_KEYS
+
+
+def test_migrate_creates_then_is_a_no_op(connection):
+    assert schema.current_version(connection) == 0
+    assert schema.migrate(connection) == schema.SCHEMA_VERSION
+    assert schema.migrate(connection) == schema.SCHEMA_VERSION
+    assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+
+
+def test_older_database_is_migrated_with_rows_intact(connection):
+    v1_with_one_result(connection)
+    assert schema.pending_migrations(connection, [*schema.MIGRATIONS, add_notes_column]) == [(2, add_notes_column)]
+    connection.execute("BEGIN")
+    assert schema.migrate(connection, [*schema.MIGRATIONS, add_notes_column]) == 2
+    connection.execute("COMMIT")
+    rows = connection.execute("SELECT run_id, value, n_samples, notes FROM results").fetchall()
+    assert rows == [("run-1", 18.31, 64, "")]
+    assert [v for (v,) in connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()] == [1, 2]
+
+
+def test_failing_migration_rolls_back_every_step(connection):
+    v1_with_one_result(connection)
+
+    def add_table_then_fail(connection) -> None:
+        connection.execute("CREATE TABLE plots (run_id VARCHAR)")
+        raise RuntimeError("disk full, say")
+
+    connection.execute("BEGIN")
+    with pytest.raises(RuntimeError):
+        schema.migrate(connection, [*schema.MIGRATIONS, add_notes_column, add_table_then_fail])
+    connection.execute("ROLLBACK")
+    assert schema.current_version(connection) == 1  # v2 rolled back with v3, not left half-way
+    assert "plots" not in {name for (name,) in connection.execute("SHOW TABLES").fetchall()}
+    assert connection.execute("SELECT * FROM results").fetchall() == [
+        ("run-1", "jargon_ppl", "word_perplexity", 18.31, None, False, 64)
+    ]
+
+
+def test_newer_database_is_refused(connection):
+    schema.migrate(connection)
+    connection.execute("INSERT INTO schema_version VALUES (7, now())")
+    with pytest.raises(StoreError, match="schema version 7, newer"):
+        schema.migrate(connection)
+
+
+def test_someone_elses_database_is_refused(connection):
+    connection.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(StoreError, match=r"has tables \(invoices\).*not a prunebench results database"):
+        schema.migrate(connection)
+    assert [name for (name,) in connection.execute("SHOW TABLES").fetchall()] == ["invoices"]
