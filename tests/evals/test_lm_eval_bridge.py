@@ -1,0 +1,128 @@
+"""lm-eval bridge: a tiny random-init Llama with the real SmolLM2 tokenizer through lm-eval's evaluator,
+result parsing on a hand-made result dict, unknown names, and one end-to-end check on the real model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from evals.lm_eval_bridge import SuiteScore, check_suites, evaluate, scores_from_results
+from evals.suites import build_suites
+from pruning.errors import SuiteError
+
+METRICS = {
+    "jargon_ppl": {"word_perplexity": False, "byte_perplexity": False, "bits_per_byte": False},
+    "jargon_cloze": {"perplexity": False, "acc": True},
+    "jargon_mc": {"acc": True, "acc_norm": True},
+}
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_checkpoint: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """Random weights, the SmolLM2 vocabulary: what an untrained (or destroyed) model scores."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def suites_dir(tmp_path_factory, cache_dir) -> Path:
+    return build_suites(list(METRICS), tmp_path_factory.mktemp("suites"), cache_dir)
+
+
+def test_random_model_on_all_local_suites(tiny_llama, smollm2_tokenizer, suites_dir):
+    scores = evaluate(tiny_llama, smollm2_tokenizer, ["prunebench_text"], suites_dir, batch_size=4, limit=3)
+    got = {(s.suite, s.metric): s for s in scores}
+    for suite, metrics in METRICS.items():
+        for metric, higher_is_better in metrics.items():
+            score = got[(suite, metric)]
+            assert math.isfinite(score.value) and score.n_samples == 3
+            assert score.higher_is_better is higher_is_better
+    # a real model scores ~270 here, a random one over 30k (pruning sits in between)
+    assert got[("jargon_ppl", "word_perplexity")].value > 30_000
+    assert got[("jargon_ppl", "bits_per_byte")].value > 3
+    assert got[("jargon_cloze", "acc")].value == 0.0
+    assert got[("jargon_mc", "acc")].stderr is not None and got[("jargon_ppl", "word_perplexity")].stderr is None
+
+
+def test_evaluation_is_deterministic(tiny_llama, smollm2_tokenizer, suites_dir):
+    first, second = (evaluate(tiny_llama, smollm2_tokenizer, ["jargon_mc"], suites_dir, limit=2) for _ in range(2))
+    assert first == second
+
+
+def test_a_local_suite_that_was_not_built(tiny_llama, smollm2_tokenizer, tmp_path):
+    with pytest.raises(SuiteError, match="jargon_ppl.*build_suites"):
+        evaluate(tiny_llama, smollm2_tokenizer, ["jargon_ppl"], tmp_path)
+
+
+def test_no_tokenizer(tiny_llama, suites_dir):
+    with pytest.raises(SuiteError, match="tokenizer"):
+        evaluate(tiny_llama, None, ["jargon_ppl"], suites_dir)
+
+
+def test_unknown_suite_lists_the_local_ones():
+    check_suites(["jargon_ppl", "prunebench_text"])  # local names need no lm-eval index
+    with pytest.raises(SuiteError) as raised:
+        check_suites(["jargon_ppl", "no_such_suite_xyz"])
+    message = str(raised.value)
+    assert message.startswith("unknown suite 'no_such_suite_xyz': not a local suite (jargon_cloze, jargon_mc, jargon_ppl")
+
+
+def test_standard_task_without_its_dataset_names_the_cache(tiny_llama, smollm2_tokenizer, suites_dir):
+    from huggingface_hub import constants
+
+    if (Path(constants.HF_HUB_CACHE) / "datasets--Rowan--hellaswag").exists():
+        pytest.skip("hellaswag is in this machine's Hugging Face cache")
+    with pytest.raises(SuiteError, match="'hellaswag'.*local Hugging Face cache"):
+        evaluate(tiny_llama, smollm2_tokenizer, ["hellaswag"], suites_dir, limit=1)
+
+
+def test_scores_from_a_hand_made_result_dict():
+    results = {
+        "results": {
+            "jargon_cloze": {"alias": "jargon_cloze", "acc,none": 0.5, "acc_stderr,none": 0.1, "perplexity,none": 12.0,
+                             "perplexity_stderr,none": "N/A"},
+            "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.05},
+        },
+        "higher_is_better": {"jargon_cloze": {"acc": True, "perplexity": False}, "gsm8k": {}},
+        "n-samples": {"jargon_cloze": {"original": 100, "effective": 10}},
+    }
+    assert scores_from_results(results) == [
+        SuiteScore(suite="jargon_cloze", metric="acc", value=0.5, stderr=0.1, higher_is_better=True, n_samples=10),
+        SuiteScore(suite="jargon_cloze", metric="perplexity", value=12.0, stderr=None, higher_is_better=False, n_samples=10),
+        # no higher_is_better in the output: lm-eval's registry decides; unknown sample count stays None
+        SuiteScore(suite="gsm8k", metric="exact_match/strict-match", value=0.25, stderr=0.05, higher_is_better=True),
+    ]
+
+
+@pytest.mark.e2e
+def test_real_model_perplexity_is_that_of_a_language_model(smollm2_checkpoint, suites_dir):
+    """The suite separates models: SmolLM2-135M scores word perplexity ~270 on the Jargon File
+    (token perplexity ~50: jargon, not news prose); random weights score > 30k, 50% magnitude ~17k."""
+    from pruning.models.sources import load_model
+    from pruning.specs import ModelSpec
+
+    model, tokenizer = load_model(smollm2_checkpoint, ModelSpec(source=str(smollm2_checkpoint)))
+    scores = {s.metric: s.value for s in evaluate(model, tokenizer, ["jargon_ppl"], suites_dir, limit=8)}
+    assert 50 < scores["word_perplexity"] < 1000
+    assert scores["bits_per_byte"] < 1.6
