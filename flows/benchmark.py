@@ -55,25 +55,25 @@ def run_experiment(config: ExperimentConfig) -> str:
             calibration = _rebuilt_if_missing(
                 calibration_set,
                 lambda c: Path(c.path).is_file(),
-                base=base, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir, code=code,
+                base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir, code=code,
             )
         for method in study.methods:
             started_at = datetime.now(timezone.utc)
             pruned = None
-            checkpoint = base.path
+            checkpoint = base.ref
             if method.name != "dense":
                 pruned = _rebuilt_if_missing(
                     pruned_checkpoint,
-                    lambda p: is_complete_checkpoint(Path(p.path)),
-                    base=base,
-                    calibration_set=calibration if needs_calibration(method.name) else None,
+                    lambda p: is_complete_checkpoint(Path(p.ref.path)),
+                    base=base.ref,
+                    calibration_path=calibration.path if calibration and needs_calibration(method.name) else None,
                     model=study.model,
                     calibration=study.calibration,
                     method=method,
                     workdir=workdir,
                     code=code,
                 )
-                checkpoint = pruned.path
+                checkpoint = pruned.ref
             scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, code)
             bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at)
             recorded_run(bundle, database)

@@ -18,10 +18,17 @@ class StageUsage(Artifact):
     computed_by: str | None = None  # flow run id; differs from the current one when read from cache
 
 
-class ModelCheckpoint(Artifact):
+class CheckpointRef(Artifact):
+    """What downstream cache keys see: where a checkpoint is and a fingerprint of its files."""
+
     path: str
+    fingerprint: str
+
+
+class ModelCheckpoint(Artifact):
+    ref: CheckpointRef
     params_total: int
-    usage: StageUsage
+    usage: StageUsage  # never part of a downstream cache key (it changes every run)
 
 
 class CalibrationSet(Artifact):
@@ -41,7 +48,7 @@ class LayerSparsity(Artifact):
 
 
 class PrunedCheckpoint(Artifact):
-    path: str
+    ref: CheckpointRef
     params_prunable: int
     params_pruned: int
     achieved_sparsity: float  # over the prunable linears

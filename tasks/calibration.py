@@ -9,7 +9,7 @@ from evals.measure import measure_resources
 from pruning.calibration import calibration_ids, save_calibration
 from pruning.models.sources import load_tokenizer
 from pruning.specs import CalibrationSpec, ModelSpec
-from tasks.artifacts import CalibrationSet, ModelCheckpoint
+from tasks.artifacts import CalibrationSet, CheckpointRef
 from tasks.common import CACHED, stamp
 
 
@@ -18,7 +18,7 @@ from tasks.common import CACHED, stamp
     task_run_name="calibration[{calibration.corpus}, {calibration.n_samples}x{calibration.seq_len}]",
 )
 def calibration_set(
-    base: ModelCheckpoint, model: ModelSpec, calibration: CalibrationSpec, workdir: str, cache_dir: str, code: str
+    base: CheckpointRef, model: ModelSpec, calibration: CalibrationSpec, workdir: str, cache_dir: str, code: str
 ) -> CalibrationSet:
     with measure_resources() as usage:
         tokenizer = load_tokenizer(Path(base.path), model)

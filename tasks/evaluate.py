@@ -9,17 +9,17 @@ from evals.measure import measure_resources
 from flows.config import EvalSpec
 from pruning.models.sources import load_model
 from pruning.specs import ModelSpec
-from tasks.artifacts import EvalScores, Score
+from tasks.artifacts import CheckpointRef, EvalScores, Score
 from tasks.common import CACHED, stamp
 
 
 @task(cache_policy=CACHED, task_run_name="evaluate[{label}]")
 def eval_scores(
-    checkpoint: str, label: str, model: ModelSpec, eval: EvalSpec, suites_dir: str, code: str
+    checkpoint: CheckpointRef, label: str, model: ModelSpec, eval: EvalSpec, suites_dir: str, code: str
 ) -> EvalScores:
     """Scores of one checkpoint on every suite, through lm-eval's own evaluator."""
     with measure_resources() as usage:
-        network, tokenizer = load_model(Path(checkpoint), model)
+        network, tokenizer = load_model(Path(checkpoint.path), model)
         suite_scores = evaluate(
             network,
             tokenizer,

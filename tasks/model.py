@@ -5,9 +5,9 @@ from pathlib import Path
 from prefect import task
 
 from evals.measure import measure_resources
-from pruning.models.sources import count_parameters, resolve_checkpoint
+from pruning.models.sources import checkpoint_fingerprint, count_parameters, resolve_checkpoint
 from pruning.specs import ModelSpec
-from tasks.artifacts import ModelCheckpoint
+from tasks.artifacts import CheckpointRef, ModelCheckpoint
 from tasks.common import stamp
 
 
@@ -18,4 +18,5 @@ def model_checkpoint(model: ModelSpec, cache_dir: str) -> ModelCheckpoint:
     with measure_resources() as usage:
         path = resolve_checkpoint(model, Path(cache_dir) / "models")
         params_total = count_parameters(path)
-    return ModelCheckpoint(path=str(path), params_total=params_total, usage=stamp(usage))
+        ref = CheckpointRef(path=str(path), fingerprint=checkpoint_fingerprint(path))
+    return ModelCheckpoint(ref=ref, params_total=params_total, usage=stamp(usage))

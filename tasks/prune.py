@@ -10,9 +10,9 @@ from pruning.calibration import load_calibration
 from pruning.local import LOCAL_PRUNERS
 from pruning.local.walk import prune_model
 from pruning.models.adapters import adapter_for
-from pruning.models.sources import load_model, save_checkpoint
+from pruning.models.sources import checkpoint_fingerprint, load_model, save_checkpoint
 from pruning.specs import CalibrationSpec, ModelSpec
-from tasks.artifacts import CalibrationSet, LayerSparsity, ModelCheckpoint, PrunedCheckpoint
+from tasks.artifacts import CheckpointRef, LayerSparsity, PrunedCheckpoint
 from tasks.common import CACHED, stamp
 
 
@@ -29,8 +29,8 @@ def needs_calibration(method_name: str) -> bool:
 
 @task(cache_policy=CACHED, task_run_name=_prune_run_name)
 def pruned_checkpoint(
-    base: ModelCheckpoint,
-    calibration_set: CalibrationSet | None,
+    base: CheckpointRef,
+    calibration_path: str | None,
     model: ModelSpec,
     calibration: CalibrationSpec,
     method,
@@ -40,7 +40,7 @@ def pruned_checkpoint(
     """Prune `base` with a local method and save the result; returns its path and per-layer sparsity."""
     with measure_resources() as usage:
         network, tokenizer = load_model(Path(base.path), model)
-        calibration_ids = load_calibration(Path(calibration_set.path)) if calibration_set else None
+        calibration_ids = load_calibration(Path(calibration_path)) if calibration_path else None
         report = prune_model(
             network,
             adapter_for(network),
@@ -51,10 +51,10 @@ def pruned_checkpoint(
             batch_size=calibration.batch_size,
         )
         slug = method.label.replace(" ", "-").replace(":", "of").replace("%", "pct")
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.path, code)}"
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code)}"
         save_checkpoint(network, tokenizer, dest, extra={"method": method.model_dump(mode="json")})
     return PrunedCheckpoint(
-        path=str(dest),
+        ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
         params_prunable=report.params_prunable,
         params_pruned=report.params_pruned,
         achieved_sparsity=report.achieved_sparsity,

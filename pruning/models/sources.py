@@ -5,6 +5,7 @@ Weights are read and written as safetensors only; `trust_remote_code` stays off 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -187,6 +188,15 @@ def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of a checkpoint's files: changes when its contents are replaced."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
 
 
 def is_complete_checkpoint(path: Path) -> bool:
