@@ -1,0 +1,218 @@
+"""`packaged:toy-vlm`: a small LLaVA trained from scratch, because no VLM weights can be downloaded.
+
+It is a stock `LlavaForConditionalGeneration` (CLIP vision tower → 2-layer MLP projector → Llama
+decoder), so everything that loads, prunes, drops layers of or evaluates it works unchanged on a
+real LLaVA checkpoint. Its tokenizer is word-level over the image-QA vocabulary; its processor is
+a stock `LlavaProcessor`. Training (`train_toy_vlm`) is plain PyTorch with the loss on the answer
+tokens only, seeded and reproducible; the Prefect task that calls it caches the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from pruning.specs import Spec
+
+IMAGE_TOKEN = "<image>"
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN)
+
+
+class ToyVLMSpec(Spec):
+    """Shape and training recipe of the embedded VLM (every field is part of its cache key)."""
+
+    image_size: int = Field(48, ge=16)
+    patch_size: int = Field(8, ge=2)
+    vision_hidden: int = 128
+    vision_layers: int = Field(4, ge=1)
+    text_hidden: int = 128
+    text_layers: int = Field(12, ge=1)
+    heads: int = 4
+    mlp_ratio: float = 2.75
+    # training
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def build_tokenizer(vocabulary: Iterable[str]):
+    """A word-level fast tokenizer: each word and punctuation mark of the image-QA language is one token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({word.lower() for word in vocabulary} - set(SPECIAL_TOKENS))
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *words])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.normalizer = None
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+    )
+    from tokenizers import normalizers
+
+    backend.normalizer = normalizers.Lowercase()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        padding_side="left",  # generation appends on the right
+    )
+
+
+def build_processor(tokenizer, spec: ToyVLMSpec):
+    """A stock LlavaProcessor: PIL-backed CLIP image processing (no torchvision) + the word-level tokenizer."""
+    from transformers import LlavaProcessor
+    from transformers.models.clip import CLIPImageProcessorPil
+
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy="default",  # drop CLS: one token per patch
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1,  # CLIP's CLS
+    )
+
+
+def build_model(tokenizer, spec: ToyVLMSpec) -> nn.Module:
+    """A randomly initialised LlavaForConditionalGeneration of the spec's shape (seeded)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    def mlp(hidden: int) -> int:
+        return int(round(hidden * spec.mlp_ratio / 32)) * 32
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=spec.vision_hidden,
+            intermediate_size=mlp(spec.vision_hidden),
+            num_hidden_layers=spec.vision_layers,
+            num_attention_heads=spec.heads,
+            image_size=spec.image_size,
+            patch_size=spec.patch_size,
+            projection_dim=spec.vision_hidden,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.text_hidden,
+            intermediate_size=mlp(spec.text_hidden),
+            num_hidden_layers=spec.text_layers,
+            num_attention_heads=spec.heads,
+            num_key_value_heads=spec.heads,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        image_seq_length=(spec.image_size // spec.patch_size) ** 2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(spec.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One image with the text before the answer (`prompt`, no image token) and the answer text."""
+
+    image: object  # PIL.Image
+    prompt: str
+    answer: str
+
+
+def encode_examples(processor, examples: Sequence[TrainingExample], prompt_format: Callable[[str], str]) -> dict:
+    """A padded batch whose labels are -100 everywhere but the answer tokens and the end-of-sequence token."""
+    tokenizer = processor.tokenizer
+    prompts = [prompt_format(example.prompt) for example in examples]
+    full = [f"{prompt}{example.answer}{tokenizer.eos_token}" for prompt, example in zip(prompts, examples)]
+    batch = processor(text=full, images=[example.image for example in examples], return_tensors="pt", padding=True)
+    prompt_lengths = [len(ids) for ids in processor(text=prompts, images=[e.image for e in examples])["input_ids"]]
+    labels = torch.full_like(batch["input_ids"], -100)
+    for row, prompt_length in enumerate(prompt_lengths):
+        length = int(batch["attention_mask"][row].sum())
+        start = batch["input_ids"].shape[1] - length  # left padding
+        labels[row, start + prompt_length :] = batch["input_ids"][row, start + prompt_length :]
+    batch["labels"] = labels
+    return batch
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_toy_vlm(
+    model: nn.Module,
+    processor,
+    examples: Sequence[TrainingExample],
+    spec: ToyVLMSpec,
+    prompt_format: Callable[[str], str],
+    log: Callable[[str], None] = print,
+) -> list[float]:
+    """Train every parameter on the answer-token loss for `spec.epochs` epochs; returns the per-epoch mean loss."""
+    from tqdm import tqdm
+
+    generator = random.Random(spec.seed)
+    torch.manual_seed(spec.seed)
+    steps_per_epoch = math.ceil(len(examples) / spec.batch_size)
+    total = steps_per_epoch * spec.epochs
+    warmup = max(1, int(spec.warmup_fraction * total))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.98),
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(step, total, warmup))
+    model.train()
+    epoch_losses = []
+    started = time.perf_counter()
+    with tqdm(total=total, desc="train toy-vlm", unit="step") as bar:
+        for epoch in range(spec.epochs):
+            order = list(range(len(examples)))
+            generator.shuffle(order)
+            losses = []
+            for first in range(0, len(order), spec.batch_size):
+                batch = encode_examples(processor, [examples[i] for i in order[first : first + spec.batch_size]], prompt_format)
+                loss = model(**batch, use_cache=False).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                losses.append(loss.item())
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+                bar.update()
+            epoch_losses.append(sum(losses) / len(losses))
+            log(f"toy-vlm epoch {epoch + 1}/{spec.epochs}: answer loss {epoch_losses[-1]:.4f} ({time.perf_counter() - started:.0f} s)")
+    model.eval()
+    return epoch_losses
