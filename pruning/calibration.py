@@ -51,3 +51,19 @@ def load_calibration(path: Path) -> LongTensor:
     if _KEY not in tensors:
         raise ValueError(f"{path} holds no {_KEY!r} tensor; it is not a calibration set")
     return tensors[_KEY]
+
+
+def multimodal_batches(processor, images: Sequence, texts: Sequence[str], batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """Image-text calibration pairs as model-ready batches (the processor's own keys, padded per batch).
+
+    For a VLM the calibration "sequence" is an image with its prompt and answer, as ECoFLaP
+    calibrates BLIP-2 on image-caption pairs; the processor inserts the image tokens.
+    """
+    if len(images) != len(texts):
+        raise ValueError(f"{len(images)} images but {len(texts)} texts")
+    if not texts:
+        raise ValueError("no image-text pairs to calibrate on")
+    return [
+        dict(processor(text=list(texts[i : i + batch_size]), images=list(images[i : i + batch_size]), return_tensors="pt", padding=True))
+        for i in range(0, len(texts), batch_size)
+    ]

@@ -46,6 +46,22 @@ PACKAGED = {
 }
 
 
+# Embedded models with no weights to ship: the pipeline trains them (tasks/toy_vlm.py) into
+# `<cache_dir>/<name>` before anything resolves them.
+TRAINED = {"toy-vlm": "a small LLaVA trained from scratch on the image-QA training split"}
+
+
+def trained_checkpoint(name: str, cache_dir: Path) -> Path:
+    """The checkpoint the pipeline trained for `packaged:<name>`, or a clear error if it is not built yet."""
+    dest = Path(cache_dir) / name
+    if not is_complete_checkpoint(dest):
+        raise ModelSourceError(
+            f"packaged:{name} ({TRAINED[name]}) is not built in {dest}: `prunebench run` on a config that "
+            f"uses it trains it first (once per cache directory)"
+        )
+    return dest
+
+
 def resolve_checkpoint(spec: ModelSpec, cache_dir: Path) -> Path:
     """A local directory holding `config.json` + safetensors for `spec.source`.
 
@@ -54,7 +70,10 @@ def resolve_checkpoint(spec: ModelSpec, cache_dir: Path) -> Path:
     """
     source = spec.source
     if source.startswith("packaged:"):
-        return materialize_packaged(source.removeprefix("packaged:"), cache_dir)
+        name = source.removeprefix("packaged:")
+        if name in TRAINED:
+            return trained_checkpoint(name, cache_dir)
+        return materialize_packaged(name, cache_dir)
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -81,7 +100,7 @@ def _from_hub_cache(repo_id: str) -> Path:
 def materialize_packaged(name: str, cache_dir: Path) -> Path:
     """Dequantize a packaged GGUF model once into a safetensors checkpoint under `cache_dir`."""
     if name not in PACKAGED:
-        raise ModelSourceError(f"unknown packaged model {name!r}; known: {', '.join(sorted(PACKAGED))}")
+        raise ModelSourceError(f"unknown packaged model {name!r}; known: {', '.join(sorted([*PACKAGED, *TRAINED]))}")
     dest = Path(cache_dir) / name
     if is_complete_checkpoint(dest):
         return dest
@@ -135,32 +154,66 @@ def load_tokenizer(path: Path, spec: ModelSpec):
 
 # Files any saved tokenizer leaves; a checkpoint with none of them (a tiny test model) has no tokenizer.
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
+# Files a saved image/multimodal processor leaves: such a checkpoint is loaded with AutoProcessor.
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+def model_class(config):
+    """The transformers class a checkpoint names in `config.architectures`, else the Auto class for its kind.
+
+    Only classes that ship with transformers are taken from the name (never remote code): a VLM
+    checkpoint says `LlavaForConditionalGeneration`, CLIP says `CLIPModel`, a decoder `LlamaForCausalLM`.
+    """
+    import transformers
+
+    for name in getattr(config, "architectures", None) or ():
+        cls = getattr(transformers, name, None)
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            return cls
+    if getattr(config, "vision_config", None) is not None:
+        return transformers.AutoModelForImageTextToText
+    return transformers.AutoModelForCausalLM
 
 
 def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
-    """Load model and tokenizer from a checkpoint directory (safetensors only), in eval mode.
+    """Load a model and its preprocessor from a checkpoint directory (safetensors only), in eval mode.
 
-    The tokenizer is None when the checkpoint was saved without one.
+    The preprocessor is the checkpoint's processor for a multimodal model (image processor +
+    tokenizer), its tokenizer for a text model, or None when it was saved with neither.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = model_class(config).from_pretrained(
             path,
             config=config,
             dtype=getattr(torch, spec.dtype),
             use_safetensors=True,
             trust_remote_code=spec.trust_remote_code,
         )
-        has_tokenizer = any((path / name).is_file() for name in _TOKENIZER_FILES)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code) if has_tokenizer else None
+        if any((path / name).is_file() for name in _PROCESSOR_FILES):
+            preprocessor = AutoProcessor.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        elif any((path / name).is_file() for name in _TOKENIZER_FILES):
+            preprocessor = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        else:
+            preprocessor = None
     except Exception as err:
         raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
-    return model.to(spec.device).eval(), tokenizer
+    return model.to(spec.device).eval(), preprocessor
+
+
+def is_multimodal(preprocessor) -> bool:
+    """True for a processor that takes images (it has an image processor), False for a tokenizer."""
+    return getattr(preprocessor, "image_processor", None) is not None
+
+
+def text_tokenizer(preprocessor):
+    """The tokenizer inside a multimodal processor, or the tokenizer itself."""
+    return getattr(preprocessor, "tokenizer", preprocessor)
 
 
 def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None = None) -> Path:
