@@ -73,7 +73,7 @@ def main() -> None:
             gc.collect()
             model, _ = load_model(checkpoint, spec)  # every run prunes the dense weights
             with measure_resources() as usage:
-                prune_model(model, adapter_for(model), calibration_ids=ids, batch_size=args.batch_size, progress=False, **method)
+                prune_model(model, adapter_for(model), calibration=ids, batch_size=args.batch_size, progress=False, **method)
             rows[label].append(usage)
 
     floor_s = min(usage.wall_s for usage in floors)

@@ -4,14 +4,22 @@ As in Wanda and SparseGPT (Frantar & Alistarh, 2023), the inputs of a block grou
 once; then each block gathers its pruner's statistic on its current inputs, is pruned, and is run
 again so that its *pruned* outputs become the next block's inputs. Only one block's activations
 are alive at a time. Pruners whose statistic is "none" (magnitude) run no forward pass at all.
+
+Calibration is token ids (text) or ready batches of model keyword arguments (a VLM's processor
+output: input_ids, pixel_values, image_grid_thw, ...). A VLM's groups are walked in forward order
+and each group is captured afresh, so the language blocks see the already pruned vision tower.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import LongTensor, Tensor, nn
+from torch import Tensor, nn
+from transformers.cache_utils import Cache
 from tqdm import tqdm
 
 from pruning.errors import AdapterError
@@ -26,7 +34,7 @@ def prune_model(
     model: nn.Module,
     adapter: Adapter,
     method_name: str,
-    calibration_ids: LongTensor | None = None,
+    calibration: Tensor | Sequence[Mapping[str, Any]] | None = None,
     block_sparsity: dict[str, list[float]] | None = None,
     n_m: str | None = None,
     batch_size: int = 8,
@@ -35,6 +43,9 @@ def prune_model(
 ) -> PruneReport:
     """Prune every prunable linear of `model` in place with the local method `method_name`.
 
+    `calibration` is a [n, seq_len] LongTensor of token ids, run in batches of `batch_size`, or a
+    sequence of ready batches, each a dict of the model's forward keyword arguments.
+
     `block_sparsity` maps a modality to one target per block (from an allocation: OWL, ECoFLaP);
     a modality it leaves out gets `target` in every block. An N:M pattern fixes every target.
     Groups are processed in `adapter.groups` order (vision before language in a VLM).
@@ -42,10 +53,11 @@ def prune_model(
     pruner = local_pruner(method_name)
     targets = _block_targets(model, adapter, block_sparsity, target, n_m)
     needs_inputs = pruner.statistic != "none"
-    if needs_inputs and calibration_ids is None:
+    if needs_inputs and calibration is None:
         raise ValueError(
-            f"{method_name} needs calibration_ids (it prunes by the {pruner.statistic} of each layer's inputs)"
+            f"{method_name} needs calibration (it prunes by the {pruner.statistic} of each layer's inputs)"
         )
+    batches = calibration_batches(calibration, batch_size) if needs_inputs else []
     pruned_layers: list[PrunedLayer] = []
     was_training = model.training
     model.eval()
@@ -58,7 +70,7 @@ def prune_model(
         ) as bar:
             for group in adapter.groups:
                 stack = blocks(model, group)
-                inputs = _capture_inputs(model, stack, calibration_ids, batch_size) if needs_inputs else None
+                inputs = capture_group_inputs(model, stack, batches) if needs_inputs else None
                 for index, block in enumerate(stack):
                     linears = prunable_linears(block, group)
                     statistics = _gather_statistics(pruner, block, index, linears, inputs) if inputs is not None else {}
@@ -122,21 +134,37 @@ def _block_targets(
     return targets
 
 
+def calibration_batches(calibration: Tensor | Sequence[Mapping[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    """Forward keyword arguments per batch: token ids split into `batch_size` rows, or the given batches."""
+    if isinstance(calibration, Tensor):
+        return [{"input_ids": batch_ids} for batch_ids in calibration.split(batch_size)]
+    batches = list(calibration)
+    if not batches or not all(isinstance(batch, Mapping) for batch in batches):
+        raise ValueError(
+            "calibration must be a LongTensor of token ids or a non-empty sequence of dicts of model inputs, "
+            f"got {type(calibration).__name__} of {sorted({type(batch).__name__ for batch in batches})}"
+        )
+    return [dict(batch) for batch in batches]
+
+
 class _StopForward(Exception):
     """Ends the capture forward pass once the group's last block has recorded its arguments."""
 
 
 @dataclass
-class _GroupInputs:
+class GroupInputs:
     """What a group's blocks are called with, per calibration batch.
 
     `hidden_states[batch]` is the input of the block being pruned (replaced by its outputs as the
     walk advances); `block_args[block][batch]` holds that block's other (args, kwargs): attention
     mask, rotary embeddings, position ids, as the model's own forward passed them.
+    `injections[block][batch]` is what the model adds to the block's output before the next block
+    (Qwen3-VL's DeepStack visual features), None where it passes the output on unchanged.
     """
 
     hidden_states: list[Tensor]
     block_args: list[list[tuple[tuple, dict]]]
+    injections: list[list[Tensor | None]]
 
     def run(self, block: nn.Module, index: int, batch: int) -> Tensor:
         args, kwargs = self.block_args[index][batch]
@@ -144,32 +172,43 @@ class _GroupInputs:
         return outputs[0] if isinstance(outputs, (tuple, list)) else outputs  # layers return either
 
     def advance(self, block: nn.Module, index: int) -> None:
-        """Replace every batch's hidden states by the (pruned) block's outputs."""
+        """Replace every batch's hidden states by the (pruned) block's outputs plus what the model adds after it."""
         for batch in range(len(self.hidden_states)):
-            self.hidden_states[batch] = self.run(block, index, batch)
+            outputs = self.run(block, index, batch)
+            injection = self.injections[index][batch]
+            self.hidden_states[batch] = outputs if injection is None else outputs + injection
 
 
-def _capture_inputs(model: nn.Module, stack: nn.ModuleList, calibration_ids: Tensor, batch_size: int) -> _GroupInputs:
-    """Run the model on each calibration batch with the group's blocks swapped for recording stubs.
+def capture_group_inputs(model: nn.Module, stack: nn.ModuleList, batches: Sequence[Mapping[str, Any]]) -> GroupInputs:
+    """Run the model on each batch with the group's blocks swapped for recording stubs.
 
     Every block's arguments are recorded, not only the first's: some families pass each layer its
     own mask and rotary embeddings by layer type (Gemma3's sliding/full layers, Qwen2/3 with sliding
-    layers). The stubs return their input untouched, so reaching the last block costs no block
-    compute; the last stub stops the forward. Objects shared by the model's forward (one mask for
-    all full-attention layers) stay shared, so this holds little beyond the first block's inputs.
+    layers, Qwen2.5-VL's windowed vision blocks). The stubs return their input untouched, so
+    reaching the last block costs no block compute; the last stub stops the forward. Whatever
+    reaches a stub other than the tensor the previous stub returned was added between the two
+    blocks; it is kept as that block's injection (assumed additive, as DeepStack's is). Objects
+    shared by the model's forward (one mask for all full-attention layers) stay shared, so this
+    holds little beyond the first block's inputs and the injections.
     """
-    inputs = _GroupInputs(hidden_states=[], block_args=[[] for _ in stack])
+    inputs = GroupInputs(hidden_states=[], block_args=[[] for _ in stack], injections=[[] for _ in stack])
     last = len(stack) - 1
+    returned: list[Tensor | None] = [None]  # what the previous stub handed back, in the current forward
 
     def recorder(index: int):
         def record(*args, **kwargs):
             hidden_states, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
             if index == 0:
                 inputs.hidden_states.append(hidden_states)
+            else:
+                inputs.injections[index - 1].append(_injection(returned[0], hidden_states, index))
+            # the walk runs each block many times; a cache would make every run attend to the previous ones
+            kwargs = {name: None if isinstance(value, Cache) else value for name, value in kwargs.items()}
             inputs.block_args[index].append((args, kwargs))
             if index == last:
                 raise _StopForward
-            return hidden_states  # decoder layers return a tensor in transformers 5; only block 0's input is kept
+            returned[0] = hidden_states
+            return hidden_states  # decoder layers return a tensor in transformers 5
 
         return record
 
@@ -177,13 +216,15 @@ def _capture_inputs(model: nn.Module, stack: nn.ModuleList, calibration_ids: Ten
     for index, block in enumerate(stack):
         block.forward = recorder(index)
     device = next(model.parameters()).device
-    batches = calibration_ids.split(batch_size)
+    no_cache = {"use_cache": False} if _keeps_a_cache(model) else {}
     try:
-        for batch_ids in batches:
-            try:
-                model(input_ids=batch_ids.to(device), use_cache=False)
-            except _StopForward:
-                pass
+        with torch.no_grad():
+            for batch in batches:
+                returned[0] = None
+                try:
+                    model(**{**{name: _to(value, device) for name, value in batch.items()}, **no_cache})
+                except _StopForward:
+                    pass
     finally:
         for block, original in zip(stack, originals):
             if original is None:
@@ -198,8 +239,34 @@ def _capture_inputs(model: nn.Module, stack: nn.ModuleList, calibration_ids: Ten
     return inputs
 
 
+def _injection(previous_output: Tensor | None, next_input: Tensor, index: int) -> Tensor | None:
+    """What the model added to block index-1's output before calling block `index`; None if nothing."""
+    if next_input is previous_output:
+        return None
+    if previous_output is None or next_input.shape != previous_output.shape:
+        raise AdapterError(
+            f"block {index} was not called with block {index - 1}'s output (or that plus an addition); "
+            "the walk cannot reproduce what the model does between them"
+        )
+    return next_input - previous_output
+
+
+def _keeps_a_cache(model: nn.Module) -> bool:
+    """Whether the forward names `use_cache` or `past_key_values`, so `use_cache=False` is understood.
+
+    CLIP names neither and is given none; a forward that builds a cache without naming it (BLIP-2
+    passes its kwargs to the language model) is covered by dropping caches from the recorded arguments.
+    """
+    parameters = inspect.signature(model.forward).parameters
+    return "use_cache" in parameters or "past_key_values" in parameters
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, Tensor) else value
+
+
 def _gather_statistics(
-    pruner: LocalPruner, block: nn.Module, index: int, linears: dict[str, nn.Linear], inputs: _GroupInputs
+    pruner: LocalPruner, block: nn.Module, index: int, linears: dict[str, nn.Linear], inputs: GroupInputs
 ) -> dict[str, Tensor]:
     """Run the (still dense) block on every batch with hooks feeding each linear's inputs to its statistic."""
     accumulators = {name: STATISTICS[pruner.statistic](linear) for name, linear in linears.items()}

@@ -1,7 +1,13 @@
 """Adapters describe architecture families as data: where the blocks are, which linears prune.
 
 An algorithm never asks "is this Llama?"; it asks the adapter for block groups and their
-prunable linears. Embeddings, lm_head and norms are never listed, so they are never pruned.
+prunable linears. Embeddings, lm_head, norms and patch embeddings are never listed, so they are
+never pruned; projectors (the modules that carry vision features into the language model) are
+listed so that methods can report or skip them, and no local method prunes them.
+
+A VLM wraps a language model whose linears depend on its own family (BLIP-2 ships with OPT or
+with Llama-family decoders), so an adapter may also name the `text_config.model_type`s it covers:
+the adapter is chosen by the pair (model_type, text model_type), never by code that inspects it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pruning.errors import AdapterError
 
 Modality = Literal["vision", "language"]
 
+# Llama-family decoder layer (Llama, Mistral, Qwen2/3, Gemma3, SmolLM, and the Qwen-VL text models)
 LLAMA_LINEARS = (
     "self_attn.q_proj",
     "self_attn.k_proj",
@@ -24,6 +31,15 @@ LLAMA_LINEARS = (
     "mlp.up_proj",
     "mlp.down_proj",
 )
+# CLIP encoder layer: the LLaVA vision tower and both CLIP towers
+CLIP_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+# BLIP-2 / InstructBLIP ViT layer: one fused qkv projection
+BLIP2_VISION_LINEARS = ("self_attn.qkv", "self_attn.projection", "mlp.fc1", "mlp.fc2")
+OPT_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")
+QWEN2_5_VISION_LINEARS = ("attn.qkv", "attn.proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+QWEN3_VISION_LINEARS = ("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2")
+
+LLAMA_LIKE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3")
 
 
 @dataclass(frozen=True)
@@ -41,12 +57,17 @@ class Adapter:
     family: str
     model_types: tuple[str, ...]  # config.model_type values this family covers
     groups: tuple[BlockGroup, ...]  # in forward order
+    projectors: tuple[str, ...] = ()  # modules between the towers, by path from the top model; never pruned
+    text_model_types: tuple[str, ...] = ()  # config.text_config.model_type values covered; () = any
 
     def group(self, modality: Modality) -> BlockGroup:
         for group in self.groups:
             if group.modality == modality:
                 return group
         raise AdapterError(f"adapter {self.family!r} has no {modality} blocks")
+
+    def covers(self, model_type: str | None, text_model_type: str | None) -> bool:
+        return model_type in self.model_types and (not self.text_model_types or text_model_type in self.text_model_types)
 
 
 ADAPTERS: dict[str, Adapter] = {}
@@ -60,26 +81,116 @@ def register_adapter(adapter: Adapter) -> Adapter:
 LLAMA_LIKE = register_adapter(
     Adapter(
         family="llama-like",
-        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3"),
+        model_types=LLAMA_LIKE_TYPES,
         groups=(BlockGroup("language", "model.layers", LLAMA_LINEARS, droppable=True),),
+    )
+)
+
+# transformers 5 keeps LLaVA's towers under the base model: model.vision_tower, model.language_model
+LLAVA = register_adapter(
+    Adapter(
+        family="llava",
+        model_types=("llava", "llava_next"),
+        text_model_types=LLAMA_LIKE_TYPES,
+        groups=(
+            BlockGroup("vision", "model.vision_tower.encoder.layers", CLIP_LINEARS),
+            BlockGroup("language", "model.language_model.layers", LLAMA_LINEARS, droppable=True),
+        ),
+        projectors=("model.multi_modal_projector",),
+    )
+)
+
+QWEN2_5_VL = register_adapter(
+    Adapter(
+        family="qwen2.5-vl",
+        model_types=("qwen2_5_vl",),
+        groups=(
+            BlockGroup("vision", "model.visual.blocks", QWEN2_5_VISION_LINEARS),
+            BlockGroup("language", "model.language_model.layers", LLAMA_LINEARS, droppable=True),
+        ),
+        projectors=("model.visual.merger",),
+    )
+)
+
+# DeepStack: the deepstack mergers feed features of early vision blocks into early decoder layers
+QWEN3_VL = register_adapter(
+    Adapter(
+        family="qwen3-vl",
+        model_types=("qwen3_vl",),
+        groups=(
+            BlockGroup("vision", "model.visual.blocks", QWEN3_VISION_LINEARS),
+            BlockGroup("language", "model.language_model.layers", LLAMA_LINEARS, droppable=True),
+        ),
+        projectors=("model.visual.merger", "model.visual.deepstack_merger_list"),
+    )
+)
+
+# BLIP-2 and InstructBLIP share one layout; the Q-Former is a projector (its query_tokens a parameter of the top model)
+BLIP2_VISION = BlockGroup("vision", "vision_model.encoder.layers", BLIP2_VISION_LINEARS)
+BLIP2_PROJECTORS = ("qformer", "language_projection")
+
+BLIP2_OPT = register_adapter(
+    Adapter(
+        family="blip-2+opt",
+        model_types=("blip-2", "instructblip"),
+        text_model_types=("opt",),
+        groups=(BLIP2_VISION, BlockGroup("language", "language_model.model.decoder.layers", OPT_LINEARS, droppable=True)),
+        projectors=BLIP2_PROJECTORS,
+    )
+)
+
+BLIP2_LLAMA_LIKE = register_adapter(
+    Adapter(
+        family="blip-2+llama-like",
+        model_types=("blip-2", "instructblip"),
+        text_model_types=LLAMA_LIKE_TYPES,
+        groups=(BLIP2_VISION, BlockGroup("language", "language_model.model.layers", LLAMA_LINEARS, droppable=True)),
+        projectors=BLIP2_PROJECTORS,
+    )
+)
+
+# CLIP's text encoder is its language tower; an encoder, so not droppable like a decoder
+CLIP = register_adapter(
+    Adapter(
+        family="clip",
+        model_types=("clip",),
+        groups=(
+            BlockGroup("vision", "vision_model.encoder.layers", CLIP_LINEARS),
+            BlockGroup("language", "text_model.encoder.layers", CLIP_LINEARS),
+        ),
+        projectors=("visual_projection", "text_projection"),
     )
 )
 
 
 def supported_families() -> str:
-    return ", ".join(f"{a.family} ({'/'.join(a.model_types)})" for a in ADAPTERS.values())
+    return ", ".join(
+        f"{a.family} ({'/'.join(a.model_types)}"
+        + (f" with text {'/'.join(a.text_model_types)})" if a.text_model_types else ")")
+        for a in ADAPTERS.values()
+    )
 
 
 def adapter_for(model: nn.Module) -> Adapter:
-    """The adapter whose family covers `model.config.model_type`, checked against the model's layout."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    for adapter in ADAPTERS.values():
-        if model_type in adapter.model_types:
+    """The adapter covering the model's (model_type, text_config.model_type), checked against its layout."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    text_model_type = getattr(getattr(config, "text_config", None), "model_type", None)
+    family = [adapter for adapter in ADAPTERS.values() if model_type in adapter.model_types]
+    if not family:
+        raise AdapterError(f"no adapter for model family {model_type!r}; supported: {supported_families()}")
+    for adapter in family:
+        if adapter.covers(model_type, text_model_type):
             for group in adapter.groups:
                 for block in blocks(model, group):
                     prunable_linears(block, group)
+            projectors(model, adapter)
             return adapter
-    raise AdapterError(f"no adapter for model family {model_type!r}; supported: {supported_families()}")
+    text_types = sorted({text_type for adapter in family for text_type in adapter.text_model_types})
+    raise AdapterError(
+        f"no adapter for {model_type!r} with a {text_model_type!r} language model; "
+        f"{model_type!r} is supported with: {', '.join(text_types)}"
+    )
 
 
 def get_submodule(root: nn.Module, path: str) -> nn.Module:
@@ -105,3 +216,8 @@ def prunable_linears(block: nn.Module, group: BlockGroup) -> dict[str, nn.Linear
             raise AdapterError(f"{name!r} is a {type(module).__name__}, expected nn.Linear")
         linears[name] = module
     return linears
+
+
+def projectors(model: nn.Module, adapter: Adapter) -> dict[str, nn.Module]:
+    """The model's projector modules by path (empty for a text-only family)."""
+    return {path: get_submodule(model, path) for path in adapter.projectors}

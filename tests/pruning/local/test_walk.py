@@ -140,7 +140,7 @@ def test_sparsity_survives_a_checkpoint_round_trip(tiny_model, calibration_batch
     "kwargs, error, match",
     [
         (dict(method_name="sparsegpt2", target=0.5), ConfigError, "known: magnitude, wanda"),
-        (dict(method_name="wanda", target=0.5, calibration_ids=None), ValueError, "needs calibration_ids"),
+        (dict(method_name="wanda", target=0.5, calibration=None), ValueError, "needs calibration"),
         (dict(method_name="wanda"), ValueError, "give `target`"),
         (dict(method_name="wanda", n_m="2:4", block_sparsity={"language": [0.5] * 4}), ValueError, "not both"),
         (dict(method_name="wanda", n_m="2:4", target=0.3), ValueError, "target=0.3"),
@@ -152,7 +152,7 @@ def test_sparsity_survives_a_checkpoint_round_trip(tiny_model, calibration_batch
 def test_rejects_bad_arguments_before_pruning(tiny_model, calibration_batch, kwargs, error, match):
     model = tiny_model("llama")
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
-    kwargs.setdefault("calibration_ids", calibration_batch)
+    kwargs.setdefault("calibration", calibration_batch)
     with pytest.raises(error, match=match):
         prune_model(model, adapter_for(model), progress=False, **kwargs)
     assert all(torch.equal(before[name], param) for name, param in model.named_parameters())
