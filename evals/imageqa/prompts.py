@@ -1,0 +1,33 @@
+"""The text a model sees for an image-QA record, and the form its answer takes after it.
+
+One place for both, used by the lmms-eval task files (`doc_to_text`, the MC continuations), by the
+toy VLM's training and by multimodal calibration, so all three score the same strings. The image
+placeholder is not part of it: the model's processor or chat template adds that
+(`evals.vlm_prompt`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+QUESTION_PREFIX = "Question:"
+ANSWER_CUE = "Answer:"
+# lmms-eval joins context and choice with the task's target_delimiter: the same space as below.
+ANSWER_DELIMITER = " "
+
+
+def question_text(record: Mapping[str, Any] | Any) -> str:
+    """`Question: <question> Answer:` for a record (a JSONL dict, an lmms-eval doc or an ImageQARecord)."""
+    question = record["question"] if isinstance(record, Mapping) else record.question
+    return f"{QUESTION_PREFIX} {question} {ANSWER_CUE}"
+
+
+def answer_text(answer: str) -> str:
+    """The continuation that follows `question_text`: `" red"`."""
+    return f"{ANSWER_DELIMITER}{answer}"
+
+
+def prompt_tokens(text: str) -> list[str]:
+    """Lower-cased words and single punctuation marks: how a word-level tokenizer splits the text."""
+    return re.findall(r"\w+|[^\w\s]", text.lower())
