@@ -55,15 +55,18 @@ def docs(toyqa_dir) -> list[dict]:
     return [json.loads(line) for line in (toyqa_dir / "toyqa.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def toy_vlm():
+def _tiny_toy_vlm(words):
     """(model, processor): the embedded VLM's architecture at a tiny size, random weights."""
     from pruning.models.toy_vlm import ToyVLMSpec, build_model, build_processor, build_tokenizer
 
-    words = "what colour is the square where ? .".split() + list(COLOURS) + ["left", "right", "a", "small"]
     spec = ToyVLMSpec(text_layers=2, vision_layers=1, vision_hidden=32, text_hidden=32, heads=2)
     tokenizer = build_tokenizer(words)
     return build_model(tokenizer, spec).eval(), build_processor(tokenizer, spec)
+
+
+@pytest.fixture(scope="module")
+def toy_vlm():
+    return _tiny_toy_vlm("what colour is the square where ? .".split() + list(COLOURS) + ["left", "right", "a", "small"])
 
 
 def _request(request_type: str, context: str, second, image, doc_id: int = 0):
@@ -201,3 +204,15 @@ def test_standard_task_without_its_dataset_names_the_cache(toy_vlm, toyqa_dir):
         pytest.skip("MME is in this machine's Hugging Face cache")
     with pytest.raises(SuiteError, match="'mme' is an lmms-eval task whose dataset is not in the local Hugging Face cache"):
         evaluate_multimodal(*toy_vlm, ["mme"], toyqa_dir, limit=1)
+
+
+def test_the_image_qa_suites_report_every_question_type(tmp_path_factory):
+    """The real task files of evals.imageqa (its smallest build: one question of each type)."""
+    from evals.imageqa import IMAGEQA_TAG, MC_TASK, QUESTION_TYPES, SHORT_TASK, build_imageqa, metric_keys, tasks_dir, vocabulary
+
+    n = len(QUESTION_TYPES)
+    root = build_imageqa(tmp_path_factory.mktemp("imageqa_cache"), train=n, calibration=n, test=n)
+    scores = evaluate_multimodal(*_tiny_toy_vlm(vocabulary()), [IMAGEQA_TAG], tasks_dir(root), limit=n)
+    assert {(s.suite, s.metric) for s in scores} == {(suite, key) for suite in (MC_TASK, SHORT_TASK) for key in metric_keys()}
+    assert {f"acc_{name}" for name in QUESTION_TYPES} < set(metric_keys())
+    assert all(0.0 <= s.value <= 1.0 and s.n_samples == n for s in scores)
