@@ -13,11 +13,11 @@ is never contacted unless the user sets HF_HUB_OFFLINE=0 explicitly.
 
 Two things of lmms-eval 0.7.3 are adapted here, without touching its code:
 - its evaluator (evaluator.py:1231-1233) sends every response through `unwrap_generation_output`
-  (api/instance.py:44-73), which knows strings, `GenerationResult`s and (str, dict) pairs and turns
+  (api/instance.py:44-71), which knows strings, `GenerationResult`s and (str, dict) pairs and turns
   anything else into its `str()`: a (logprob, is_greedy) pair would reach the task as the text
   "(-3.2, False)". `LoglikelihoodPair` is that plain pair and also a `GenerationResult` whose text is
   the pair, so it passes through unchanged;
-- its built-in multiple-choice scoring (api/task.py:1620-1621) picks the choice with the *smallest*
+- its built-in multiple-choice scoring (api/task.py:1624-1625) picks the choice with the *smallest*
   value, because its own models answer a loss; tasks scored that way get negated log-probs.
 """
 
@@ -347,7 +347,7 @@ def _require_vision(model, processor, name: str, loaded: dict) -> None:
 
 
 def _scored_as_losses(process_results):
-    """lmms-eval's built-in multiple-choice scoring takes argmin over choices (api/task.py:1620-1621: its
+    """lmms-eval's built-in multiple-choice scoring takes argmin over choices (api/task.py:1624-1625: its
     models answer a loss); ours are log-probs, so it gets their negatives: acc and acc_norm then pick the
     most likely choice, as in lm-eval. (acc_mutual_info, used by no lmms-eval task, would invert.)"""
 
