@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evals.harness import BOOTSTRAP_ITERS, SEEDS, SuiteScore, load_suite, offline_hub, quiet_harness, suite_scores
-from evals.suites import SUITES, expand_suites, local_suite_names, suite_config_path
+from evals.suites import IMAGE_SUITES, SUITES, expand_suites, local_suite_names, suite_config_path
 from pruning.errors import SuiteError
 
 __all__ = ["SuiteScore", "check_suites", "evaluate", "scores_from_results"]
@@ -29,6 +29,7 @@ def _standard_task_manager():
 
 def check_suites(names: Sequence[str]) -> None:
     """Fail early on a name that is neither a local suite nor an lm-eval task (no data is read)."""
+    _refuse_image_suites(names)
     unknown = [name for name in expand_suites(names) if name not in SUITES]
     if unknown:
         known = set(_standard_task_manager().all_tasks)
@@ -38,6 +39,15 @@ def check_suites(names: Sequence[str]) -> None:
                 f"unknown suite {', '.join(map(repr, missing))}: not a local suite ({', '.join(local_suite_names())}) "
                 f"and not an lm-eval task"
             )
+
+
+def _refuse_image_suites(names: Sequence[str]) -> None:
+    image_suites = [name for name in names if name in IMAGE_SUITES]
+    if image_suites:
+        raise SuiteError(
+            f"suite {', '.join(map(repr, image_suites))} shows images and this is a text-only model; "
+            f"image-QA suites need a vision-language model (e.g. packaged:toy-vlm)"
+        )
 
 
 def evaluate(
@@ -52,6 +62,7 @@ def evaluate(
     """Every metric of every suite for `model` (a transformers causal LM in memory), via `HFLM`."""
     if tokenizer is None:
         raise SuiteError("evaluation needs a tokenizer, and this checkpoint was saved without one")
+    _refuse_image_suites(suites)
     names = expand_suites(suites)
     if not names:
         raise SuiteError(f"no suite to evaluate; local suites: {', '.join(local_suite_names())}")

@@ -15,7 +15,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from evals.suites import LOCAL_SUITES
+from evals.imageqa.generator import tasks_dir
+from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from flows import provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from pruning.models.sources import is_complete_checkpoint
@@ -27,7 +28,9 @@ from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.prune import needs_calibration, pruned_checkpoint
 from tasks.record import leaderboard_markdown, recorded_run
-from tasks.suites import eval_suites
+from tasks.suites import eval_suites, imageqa_data
+from tasks.toy_vlm import TOY_VLM, toy_vlm_checkpoint
+from pruning.models.toy_vlm import ToyVLMSpec
 
 
 @flow(name="benchmark", flow_run_name="benchmark[{config_path}]", log_prints=True, persist_result=True)
@@ -45,10 +48,22 @@ def run_experiment(config: ExperimentConfig) -> str:
     cache_dir = str(config.output.cache_dir.resolve())
     local_suites = sorted({s for study in config.studies for s in study.eval.suites if s in LOCAL_SUITES})
     suites_dir = _rebuilt_if_missing(eval_suites, lambda p: Path(p).is_dir(), names=local_suites, workdir=workdir, cache_dir=cache_dir, code=code)
+    image_root = None
+    if any(uses_images(study) for study in config.studies):
+        image_root = _rebuilt_if_missing(imageqa_data, lambda p: Path(p).is_dir(), cache_dir=cache_dir, code=code)
+    image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
 
     models = []
     for study in config.studies:
         models.append(study.model.label)
+        trained_stages = {}
+        if study.model.source == f"packaged:{TOY_VLM}":
+            trained = _rebuilt_if_missing(
+                toy_vlm_checkpoint,
+                lambda t: is_complete_checkpoint(Path(t.ref.path)),
+                spec=ToyVLMSpec(), imageqa_root=image_root, cache_dir=cache_dir, code=code,
+            )
+            trained_stages["train"] = trained.usage
         base = model_checkpoint(study.model, cache_dir)
         calibration = None
         if any(needs_calibration(method.name) for method in study.methods):
@@ -74,8 +89,10 @@ def run_experiment(config: ExperimentConfig) -> str:
                     code=code,
                 )
                 checkpoint = pruned.ref
-            scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, code)
-            bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at)
+            scores = eval_scores(
+                checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, image_tasks, code
+            )
+            bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, trained_stages)
             recorded_run(bundle, database)
             logger.info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
 
@@ -83,6 +100,15 @@ def run_experiment(config: ExperimentConfig) -> str:
     create_markdown_artifact(markdown, key=f"leaderboard-{config.name}".lower().replace("_", "-").replace(".", "-"),
                              description=f"prunebench leaderboard for {config.name}")
     return markdown
+
+
+def uses_images(study: StudySpec) -> bool:
+    """Whether a study needs the image-QA build: the toy VLM, image calibration, or an image suite."""
+    return (
+        study.model.source == f"packaged:{TOY_VLM}"
+        or study.calibration.corpus in IMAGE_CORPORA
+        or any(name in IMAGE_SUITES for name in study.eval.suites)
+    )
 
 
 def _rebuilt_if_missing(task, is_intact, **parameters):
@@ -103,13 +129,14 @@ def run_bundle(
     pruned: PrunedCheckpoint | None,
     scores: EvalScores,
     started_at: datetime,
+    extra_stages: dict[str, StageUsage] | None = None,
 ) -> RunBundle:
     """Everything one (model, method) run records, with provenance."""
     uses_calibration = needs_calibration(method.name)
     config_hash = spec_hash(study.model, method, study.calibration if uses_calibration else "no-calibration", study.eval)
     flow_run_id = flow_run.get_id() or "local"
     run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{flow_run_id}/{config_hash}"))
-    stages = {"model": base.usage, "evaluate": scores.usage}
+    stages = {**(extra_stages or {}), "model": base.usage, "evaluate": scores.usage}
     if calibration is not None and uses_calibration:
         stages["calibration"] = calibration.usage
     if pruned is not None:
@@ -159,13 +186,25 @@ def preflight(config: ExperimentConfig) -> None:
     """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites."""
     from evals.lm_eval_bridge import check_suites
     from pruning.errors import ModelSourceError
-    from pruning.models.sources import PACKAGED, count_parameters, resolve_checkpoint
+    from evals.lmms_eval_bridge import check_multimodal_suites
+    from pruning.models.sources import PACKAGED, TRAINED, count_parameters, resolve_checkpoint, takes_images
 
+    known = sorted([*PACKAGED, *TRAINED])
     for study in config.studies:
         source = study.model.source
         if source.startswith("packaged:"):
-            if source.removeprefix("packaged:") not in PACKAGED:
-                raise ModelSourceError(f"unknown packaged model {source!r}; known: {', '.join(f'packaged:{n}' for n in PACKAGED)}")
+            if source.removeprefix("packaged:") not in known:
+                raise ModelSourceError(f"unknown packaged model {source!r}; known: {', '.join(f'packaged:{n}' for n in known)}")
+            multimodal = source.removeprefix("packaged:") in TRAINED
         else:  # cheap: reads safetensors headers only, so a corrupt file fails here
-            count_parameters(resolve_checkpoint(study.model, config.output.cache_dir / "models"))
-        check_suites(study.eval.suites)
+            path = resolve_checkpoint(study.model, config.output.cache_dir / "models")
+            count_parameters(path)
+            multimodal = takes_images(path)
+        text_local = [name for name in study.eval.suites if name in LOCAL_SUITES]
+        others = [name for name in study.eval.suites if name not in LOCAL_SUITES and name not in IMAGE_SUITES]
+        if multimodal:
+            check_suites(text_local)
+            if others:
+                check_multimodal_suites(others, None)
+        else:
+            check_suites(study.eval.suites)  # refuses image suites for a text-only model

@@ -68,3 +68,12 @@ class Score(Artifact):
 class EvalScores(Artifact):
     scores: list[Score]
     usage: StageUsage
+
+
+class TrainedModel(Artifact):
+    """A model the pipeline trained itself (the embedded toy VLM): where it is and how training went."""
+
+    ref: CheckpointRef
+    epoch_losses: list[float]
+    n_examples: int
+    usage: StageUsage

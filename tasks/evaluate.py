@@ -5,9 +5,11 @@ from pathlib import Path
 from prefect import task
 
 from evals.lm_eval_bridge import evaluate
+from evals.lmms_eval_bridge import evaluate_multimodal
+from evals.suites import IMAGE_SUITES, SUITES, SUITE_TAGS
 from evals.measure import measure_resources
 from flows.config import EvalSpec
-from pruning.models.sources import load_model
+from pruning.models.sources import is_multimodal, load_model, text_tokenizer
 from pruning.specs import ModelSpec
 from tasks.artifacts import CheckpointRef, EvalScores, Score
 from tasks.common import CACHED, stamp
@@ -15,18 +17,41 @@ from tasks.common import CACHED, stamp
 
 @task(cache_policy=CACHED, task_run_name="evaluate[{label}]")
 def eval_scores(
-    checkpoint: CheckpointRef, label: str, model: ModelSpec, eval: EvalSpec, suites_dir: str, code: str
+    checkpoint: CheckpointRef,
+    label: str,
+    model: ModelSpec,
+    eval: EvalSpec,
+    suites_dir: str,
+    image_tasks_dir: str | None,
+    code: str,
 ) -> EvalScores:
-    """Scores of one checkpoint on every suite, through lm-eval's own evaluator."""
+    """Scores of one checkpoint on every suite: text suites through lm-eval, image suites through lmms-eval.
+
+    For a vision-language model, names that are not local text suites go to lmms-eval (its
+    standard tasks); for a text model, to lm-eval.
+    """
     with measure_resources() as usage:
-        network, tokenizer = load_model(Path(checkpoint.path), model)
-        suite_scores = evaluate(
-            network,
-            tokenizer,
-            eval.suites,
-            Path(suites_dir),
-            batch_size=eval.batch_size,
-            limit=eval.limit,
-            max_length=eval.max_length,
-        )
+        network, preprocessor = load_model(Path(checkpoint.path), model)
+        local_text = set(SUITES) | set(SUITE_TAGS)
+        if is_multimodal(preprocessor):
+            text_suites = [name for name in eval.suites if name in local_text]
+            image_suites = [name for name in eval.suites if name not in local_text]
+        else:
+            text_suites, image_suites = list(eval.suites), []
+        suite_scores = []
+        if text_suites:
+            suite_scores += evaluate(
+                network,
+                text_tokenizer(preprocessor),
+                text_suites,
+                Path(suites_dir),
+                batch_size=eval.batch_size,
+                limit=eval.limit,
+                max_length=eval.max_length,
+            )
+        if image_suites:
+            include = Path(image_tasks_dir) if image_tasks_dir and any(n in IMAGE_SUITES for n in image_suites) else None
+            suite_scores += evaluate_multimodal(
+                network, preprocessor, image_suites, include, batch_size=eval.batch_size, limit=eval.limit
+            )
     return EvalScores(scores=[Score(**score.model_dump()) for score in suite_scores], usage=stamp(usage))

@@ -6,12 +6,12 @@ from prefect import task
 
 from evals.measure import measure_resources
 from flows.config import spec_hash
-from pruning.calibration import load_calibration
 from pruning.local import LOCAL_PRUNERS
 from pruning.local.walk import prune_model
 from pruning.models.adapters import adapter_for
 from pruning.models.sources import checkpoint_fingerprint, load_model, save_checkpoint
 from pruning.specs import CalibrationSpec, ModelSpec
+from tasks.calibration import calibration_inputs
 from tasks.artifacts import CheckpointRef, LayerSparsity, PrunedCheckpoint
 from tasks.common import CACHED, stamp
 
@@ -39,20 +39,20 @@ def pruned_checkpoint(
 ) -> PrunedCheckpoint:
     """Prune `base` with a local method and save the result; returns its path and per-layer sparsity."""
     with measure_resources() as usage:
-        network, tokenizer = load_model(Path(base.path), model)
-        calibration_ids = load_calibration(Path(calibration_path)) if calibration_path else None
+        network, preprocessor = load_model(Path(base.path), model)
+        inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size) if calibration_path else None
         report = prune_model(
             network,
             adapter_for(network),
             method.name,
-            calibration_ids,
+            inputs,
             target=method.target,
             n_m=method.n_m,
             batch_size=calibration.batch_size,
         )
         slug = method.label.replace(" ", "-").replace(":", "of").replace("%", "pct")
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code)}"
-        save_checkpoint(network, tokenizer, dest, extra={"method": method.model_dump(mode="json")})
+        save_checkpoint(network, preprocessor, dest, extra={"method": method.model_dump(mode="json")})
     return PrunedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
         params_prunable=report.params_prunable,

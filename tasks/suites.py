@@ -4,6 +4,7 @@ from pathlib import Path
 
 from prefect import task
 
+from evals.imageqa.generator import build_imageqa
 from evals.suites import build_suites
 from tasks.common import CACHED
 
@@ -12,3 +13,9 @@ from tasks.common import CACHED
 def eval_suites(names: list[str], workdir: str, cache_dir: str, code: str) -> str:
     """lm-eval task files (YAML + JSONL) for our local suites; returns the include path."""
     return str(build_suites(names, Path(workdir) / "suites", Path(cache_dir)))
+
+
+@task(cache_policy=CACHED, task_run_name="imageqa[data]")
+def imageqa_data(cache_dir: str, code: str) -> str:
+    """The image-QA build (train / calibration / test splits and its lmms-eval task files); returns its folder."""
+    return str(build_imageqa(Path(cache_dir)))

@@ -18,11 +18,15 @@ SUITES: dict[str, TextSuite] = {suite.name: suite for suite in TEXT_SUITES}
 # Tags name several suites at once (also usable as `--tasks` with the lm-eval CLI on the directory).
 SUITE_TAGS: dict[str, tuple[str, ...]] = {TEXT_TAG: tuple(suite.name for suite in TEXT_SUITES)}
 LOCAL_SUITES: frozenset[str] = frozenset(SUITES) | frozenset(SUITE_TAGS)
+# Image-QA suites: lmms-eval tasks written by `evals.imageqa` (evaluated through evals.lmms_eval_bridge).
+IMAGE_SUITES: frozenset[str] = frozenset({"imageqa_mc", "imageqa_short", "prunebench_imageqa"})
+# Calibration corpora of image-question-answer pairs, for multimodal models.
+IMAGE_CORPORA: frozenset[str] = frozenset({"imageqa"})
 
 
 def local_suite_names() -> list[str]:
-    """Every name `build_suites` accepts: suites, then tags."""
-    return sorted(SUITES) + sorted(SUITE_TAGS)
+    """Every local suite name: text suites, then tags, then the image-QA suites."""
+    return sorted(SUITES) + sorted(SUITE_TAGS) + sorted(IMAGE_SUITES)
 
 
 def expand_suites(names: Iterable[str]) -> list[str]:

@@ -206,6 +206,15 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
     return model.to(spec.device).eval(), preprocessor
 
 
+def takes_images(path: Path) -> bool:
+    """Whether the checkpoint in `path` is a vision-language model (its config has a vision part); reads config.json only."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {Path(path) / 'config.json'}: {err}") from None
+    return "vision_config" in config
+
+
 def is_multimodal(preprocessor) -> bool:
     """True for a processor that takes images (it has an image processor), False for a tokenizer."""
     return getattr(preprocessor, "image_processor", None) is not None

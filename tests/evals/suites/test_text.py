@@ -41,7 +41,7 @@ def items_of(suites_dir: Path, name: str) -> list[dict]:
 def test_registry_names():
     assert set(SUITES) == set(NAMES)
     assert LOCAL_SUITES == set(NAMES) | {TEXT_TAG}
-    assert local_suite_names() == sorted(NAMES) + [TEXT_TAG]
+    assert local_suite_names()[: len(NAMES) + 1] == sorted(NAMES) + [TEXT_TAG]
     assert expand_suites(["jargon_mc", TEXT_TAG, "hellaswag"]) == ["jargon_mc", "jargon_ppl", "jargon_cloze", "hellaswag"]
 
 

@@ -1,0 +1,45 @@
+"""Train the embedded VLM once per cache directory: `packaged:toy-vlm` resolves to what this writes."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from evals.imageqa.generator import split_path
+from evals.imageqa.prompts import answer_text, question_text
+from evals.imageqa.questions import vocabulary
+from evals.imageqa.records import load_image, load_records
+from evals.measure import measure_resources
+from evals.vlm_prompt import vlm_prompt
+from pruning.models.sources import checkpoint_fingerprint, save_checkpoint
+from pruning.models.toy_vlm import ToyVLMSpec, TrainingExample, build_model, build_processor, build_tokenizer, train_toy_vlm
+from tasks.artifacts import CheckpointRef, TrainedModel
+from tasks.common import CACHED, stamp
+
+TOY_VLM = "toy-vlm"
+
+
+@task(cache_policy=CACHED, task_run_name="train[toy-vlm]")
+def toy_vlm_checkpoint(spec: ToyVLMSpec, imageqa_root: str, cache_dir: str, code: str) -> TrainedModel:
+    """Train the toy LLaVA on the image-QA training split and save it under `<cache_dir>/models/toy-vlm`."""
+    logger = get_run_logger()
+    with measure_resources() as usage:
+        records = load_records(split_path(Path(imageqa_root), "train"))
+        chosen = random.Random(spec.seed).sample(records, min(spec.train_examples, len(records)))
+        tokenizer = build_tokenizer(vocabulary())
+        processor = build_processor(tokenizer, spec)
+        model = build_model(tokenizer, spec)
+        examples = [TrainingExample(load_image(r), question_text(r), answer_text(r.answer)) for r in chosen]
+        logger.info("training toy-vlm (%.2fM parameters) on %d examples", sum(p.numel() for p in model.parameters()) / 1e6, len(examples))
+        losses = train_toy_vlm(model, processor, examples, spec, lambda text: vlm_prompt(processor, text), log=logger.info)
+        dest = Path(cache_dir) / "models" / TOY_VLM
+        extra = {"source": f"packaged:{TOY_VLM}", "spec": spec.model_dump(), "epoch_losses": losses, "imageqa": imageqa_root}
+        save_checkpoint(model, processor, dest, extra=extra)
+    return TrainedModel(
+        ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
+        epoch_losses=losses,
+        n_examples=len(examples),
+        usage=stamp(usage),
+    )
