@@ -42,12 +42,14 @@ def calibration_set(
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"imageqa": str(root), "ids": [record.id for record in chosen]}))
             tmp.replace(path)
-            return CalibrationSet(path=str(path), n_samples=len(chosen), seq_len=0, usage=stamp(usage))
-        tokenizer = load_tokenizer(Path(base.path), model)
-        texts = corpus_documents(calibration.corpus, "calibration", Path(cache_dir))
-        ids = calibration_ids(texts, tokenizer, calibration.n_samples, calibration.seq_len, calibration.seed)
-        path = save_calibration(ids, Path(workdir) / "calibration" / f"{name}.safetensors")
-    return CalibrationSet(path=str(path), n_samples=ids.shape[0], seq_len=ids.shape[1], usage=stamp(usage))
+            n_samples, seq_len = len(chosen), 0
+        else:
+            tokenizer = load_tokenizer(Path(base.path), model)
+            texts = corpus_documents(calibration.corpus, "calibration", Path(cache_dir))
+            ids = calibration_ids(texts, tokenizer, calibration.n_samples, calibration.seq_len, calibration.seed)
+            path = save_calibration(ids, Path(workdir) / "calibration" / f"{name}.safetensors")
+            n_samples, seq_len = ids.shape
+    return CalibrationSet(path=str(path), n_samples=n_samples, seq_len=seq_len, usage=stamp(usage))
 
 
 def calibration_inputs(path: Path, preprocessor, batch_size: int):

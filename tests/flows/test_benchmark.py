@@ -103,6 +103,7 @@ def test_report_json_has_the_documented_keys(smoke_run):
         ({"methods": [{"name": "wanda", "sparsity": 1.0}]}, "sparsity: Input should be less than 1"),
         ({"methods": [{"name": "pruneall", "sparsity": 0.5}]}, "does not match any of the expected tags"),
         ({"eval": {"suites": ["no_such_suite_xyz"]}}, "no_such_suite_xyz"),
+        ({"eval": {"suites": ["imageqa_mc"]}}, "'imageqa_mc' shows images and this is a text-only model"),
     ],
 )
 def test_bad_input_is_one_line_and_loses_nothing(smoke_run, tmp_path, cache_dir, change, message):

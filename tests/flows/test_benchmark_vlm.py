@@ -1,0 +1,69 @@
+"""End to end on a vision-language model given by local path: the same flow, image calibration, lmms-eval.
+
+The model is a tiny random-init toy VLM saved as an ordinary checkpoint directory, exactly how a
+user points `model:` at a real LLaVA on disk; training the embedded one is tested apart.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.flows.test_benchmark import prunebench, query
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def vlm_run(tmp_path_factory, cache_dir):
+    from evals.imageqa.questions import vocabulary
+    from pruning.models.sources import save_checkpoint
+    from pruning.models.toy_vlm import ToyVLMSpec, build_model, build_processor, build_tokenizer
+
+    tmp = tmp_path_factory.mktemp("vlm")
+    spec = ToyVLMSpec(vision_hidden=32, vision_layers=2, text_hidden=32, text_layers=2, heads=2)
+    tokenizer = build_tokenizer(vocabulary())
+    checkpoint = save_checkpoint(build_model(tokenizer, spec), build_processor(tokenizer, spec), tmp / "tiny-vlm")
+    config = {
+        "name": "vlm-smoke",
+        "studies": [
+            {
+                "model": {"source": str(checkpoint)},
+                "calibration": {"corpus": "imageqa", "n_samples": 4, "batch_size": 4},
+                "methods": [{"name": "dense"}, {"name": "wanda", "sparsity": 0.5}],
+                "eval": {"suites": ["imageqa_mc", "imageqa_short"], "limit": 6},
+            }
+        ],
+        "output": {"database": str(tmp / "results.duckdb"), "workdir": str(tmp / "work"), "cache": str(cache_dir)},
+    }
+    path = tmp / "vlm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = prunebench("run", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "results.duckdb"
+
+
+def test_vlm_runs_record_overall_and_per_type_accuracy(vlm_run):
+    methods = sorted(row[0] for row in query(vlm_run, "SELECT method_label FROM runs"))
+    assert methods == ["dense", "wanda 50%"]
+    metrics = {(suite, metric) for suite, metric in query(vlm_run, "SELECT DISTINCT suite, metric FROM results")}
+    for suite in ("imageqa_mc", "imageqa_short"):
+        assert (suite, "acc") in metrics
+        assert any(m.startswith("acc_") for s, m in metrics if s == suite)
+
+
+def test_wanda_pruned_vision_and_language_blocks(vlm_run):
+    rows = query(vlm_run, "SELECT modality, min(achieved_sparsity), max(achieved_sparsity) FROM allocations GROUP BY 1")
+    by_modality = {modality: (low, high) for modality, low, high in rows}
+    assert set(by_modality) == {"vision", "language"}
+    for low, high in by_modality.values():
+        assert 0.49 <= low <= high <= 0.51
+
+
+def test_image_calibration_of_a_text_model_is_refused(vlm_run, tmp_path, cache_dir):
+    from tests.flows.test_benchmark import smoke_config
+
+    config = smoke_config(tmp_path, cache_dir, calibration={"corpus": "imageqa", "n_samples": 4})
+    result = prunebench("run", str(config), "--database", str(vlm_run))
+    assert result.returncode == 2
+    assert "image-QA calibration needs a vision-language model" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,95 @@
+"""The embedded VLM's pieces on a tiny spec: tokenizer, answer-only labels, seeded training, save/load."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from pruning.models.sources import is_multimodal, load_model, save_checkpoint
+from pruning.models.toy_vlm import (
+    IMAGE_TOKEN,
+    ToyVLMSpec,
+    TrainingExample,
+    build_model,
+    build_processor,
+    build_tokenizer,
+    cosine_with_warmup,
+    encode_examples,
+    train_toy_vlm,
+)
+from pruning.specs import ModelSpec
+
+TINY = ToyVLMSpec(vision_hidden=32, vision_layers=1, text_hidden=32, text_layers=2, heads=2, epochs=6, batch_size=4, lr=5e-3)
+WORDS = ["question", ":", "what", "colour", "is", "it", "?", "answer", "red", "blue"]
+COLOURS = {"red": (230, 30, 30), "blue": (30, 30, 230)}
+
+
+def prompt_format(text: str) -> str:
+    return f"{IMAGE_TOKEN}\n{text}"
+
+
+def examples(n: int) -> list[TrainingExample]:
+    names = list(COLOURS)
+    return [
+        TrainingExample(Image.new("RGB", (48, 48), COLOURS[names[i % 2]]), "Question: what colour is it? Answer:", f" {names[i % 2]}")
+        for i in range(n)
+    ]
+
+
+def pieces(spec: ToyVLMSpec = TINY):
+    tokenizer = build_tokenizer(WORDS)
+    processor = build_processor(tokenizer, spec)
+    return tokenizer, processor, build_model(tokenizer, spec)
+
+
+def test_tokenizer_is_word_level_and_knows_every_word():
+    tokenizer = build_tokenizer(WORDS)
+    tokens = tokenizer.tokenize("Question: What colour is it? Answer: red")
+    assert tokens == ["question", ":", "what", "colour", "is", "it", "?", "answer", ":", "red"]
+    assert tokenizer.unk_token_id not in tokenizer("Question: what colour is it? Answer: blue")["input_ids"]
+
+
+def test_labels_cover_only_the_answer_and_end_of_sequence():
+    tokenizer, processor, _ = pieces()
+    batch = encode_examples(processor, examples(2), prompt_format)
+    for row in range(2):
+        kept = batch["labels"][row][batch["labels"][row] != -100].tolist()
+        answer = tokenizer.convert_tokens_to_ids(["red", "blue"][row])
+        assert kept == [answer, tokenizer.eos_token_id]
+    image_tokens = (batch["input_ids"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).sum(dim=1)
+    assert image_tokens.tolist() == [(48 // 8) ** 2] * 2
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    assert cosine_with_warmup(0, 100, 10) == 0.1
+    assert cosine_with_warmup(9, 100, 10) == 1.0
+    assert abs(cosine_with_warmup(55, 100, 10) - 0.5) < 1e-9
+    assert cosine_with_warmup(100, 100, 10) == 0.0
+
+
+def test_training_is_seeded_and_learns_a_visual_answer():
+    runs = []
+    for _ in range(2):
+        _, processor, model = pieces()
+        runs.append((train_toy_vlm(model, processor, examples(16), TINY, prompt_format, log=lambda _: None), model))
+    (losses, model), (again, _) = runs
+    assert losses == again  # same seed, same losses, bit for bit
+    assert losses[-1] < 0.5 * losses[0]
+    tokenizer = build_tokenizer(WORDS)
+    processor = build_processor(tokenizer, TINY)
+    batch = processor(text=[prompt_format("Question: what colour is it? Answer:")] * 2,
+                      images=[e.image for e in examples(2)], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits[:, -1]
+    red, blue = tokenizer.convert_tokens_to_ids(["red", "blue"])
+    assert logits[0, red] > logits[0, blue] and logits[1, blue] > logits[1, red]  # it reads the image
+
+
+def test_saved_toy_vlm_loads_with_its_processor_and_same_logits(tmp_path):
+    _, processor, model = pieces()
+    save_checkpoint(model, processor, tmp_path / "toy")
+    loaded, preprocessor = load_model(tmp_path / "toy", ModelSpec(source=str(tmp_path / "toy")))
+    assert type(loaded).__name__ == "LlavaForConditionalGeneration" and is_multimodal(preprocessor)
+    batch = preprocessor(text=[prompt_format("Question: what colour is it? Answer:")], images=[examples(1)[0].image], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).logits, loaded(**batch).logits)
