@@ -185,7 +185,7 @@ def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) 
 def preflight(config: ExperimentConfig) -> None:
     """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites."""
     from evals.lm_eval_bridge import check_suites
-    from pruning.errors import ModelSourceError
+    from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
     from pruning.models.sources import PACKAGED, TRAINED, count_parameters, resolve_checkpoint, takes_images
 
@@ -200,6 +200,15 @@ def preflight(config: ExperimentConfig) -> None:
             path = resolve_checkpoint(study.model, config.output.cache_dir / "models")
             count_parameters(path)
             multimodal = takes_images(path)
+        if any(needs_calibration(method.name) for method in study.methods):
+            image_corpus = study.calibration.corpus in IMAGE_CORPORA
+            if image_corpus and not multimodal:
+                raise ConfigError(f"calibration.corpus {study.calibration.corpus!r}: image-QA calibration needs a vision-language model; {source} is text-only")
+            if multimodal and not image_corpus:
+                raise ConfigError(
+                    f"calibration.corpus {study.calibration.corpus!r}: {source} takes images; calibrate it on an image corpus "
+                    f"({', '.join(sorted(IMAGE_CORPORA))})"
+                )
         text_local = [name for name in study.eval.suites if name in LOCAL_SUITES]
         others = [name for name in study.eval.suites if name not in LOCAL_SUITES and name not in IMAGE_SUITES]
         if multimodal:
