@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from evals.harness import SuiteScore
+
 
 class Artifact(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,13 +58,7 @@ class PrunedCheckpoint(Artifact):
     usage: StageUsage
 
 
-class Score(Artifact):
-    suite: str
-    metric: str
-    value: float
-    stderr: float | None
-    higher_is_better: bool
-    n_samples: int | None = None
+Score = SuiteScore  # one metric of one suite, as the evaluation harness reported it
 
 
 class EvalScores(Artifact):

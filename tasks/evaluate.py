@@ -11,7 +11,7 @@ from evals.measure import measure_resources
 from flows.config import EvalSpec
 from pruning.models.sources import is_multimodal, load_model, text_tokenizer
 from pruning.specs import ModelSpec
-from tasks.artifacts import CheckpointRef, EvalScores, Score
+from tasks.artifacts import CheckpointRef, EvalScores
 from tasks.common import CACHED, stamp
 
 
@@ -54,4 +54,4 @@ def eval_scores(
             suite_scores += evaluate_multimodal(
                 network, preprocessor, image_suites, include, batch_size=eval.batch_size, limit=eval.limit
             )
-    return EvalScores(scores=[Score(**score.model_dump()) for score in suite_scores], usage=stamp(usage))
+    return EvalScores(scores=suite_scores, usage=stamp(usage))
