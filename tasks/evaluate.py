@@ -6,7 +6,7 @@ from prefect import task
 
 from evals.lm_eval_bridge import evaluate
 from evals.lmms_eval_bridge import evaluate_multimodal
-from evals.suites import IMAGE_SUITES, SUITES, SUITE_TAGS
+from evals.suites import IMAGE_SUITES, LOCAL_SUITES
 from evals.measure import measure_resources
 from flows.config import EvalSpec
 from pruning.models.sources import is_multimodal, load_model, text_tokenizer
@@ -32,10 +32,9 @@ def eval_scores(
     """
     with measure_resources() as usage:
         network, preprocessor = load_model(Path(checkpoint.path), model)
-        local_text = set(SUITES) | set(SUITE_TAGS)
         if is_multimodal(preprocessor):
-            text_suites = [name for name in eval.suites if name in local_text]
-            image_suites = [name for name in eval.suites if name not in local_text]
+            text_suites = [name for name in eval.suites if name in LOCAL_SUITES]
+            image_suites = [name for name in eval.suites if name not in LOCAL_SUITES]
         else:
             text_suites, image_suites = list(eval.suites), []
         suite_scores = []

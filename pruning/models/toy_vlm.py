@@ -50,19 +50,16 @@ class ToyVLMSpec(Spec):
 
 def build_tokenizer(vocabulary: Iterable[str]):
     """A word-level fast tokenizer: each word and punctuation mark of the image-QA language is one token."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     words = sorted({word.lower() for word in vocabulary} - set(SPECIAL_TOKENS))
     vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *words])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.normalizer = None
+    backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
     )
-    from tokenizers import normalizers
-
-    backend.normalizer = normalizers.Lowercase()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token="<pad>",
