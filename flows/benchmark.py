@@ -20,14 +20,20 @@ from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from flows import provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from pruning.allocation import allocate
-from pruning.models.sources import is_complete_checkpoint
+from pruning.models.sources import decoder_layer_count, is_complete_checkpoint
+from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
+from pruning.specs import LAYER_DROP_METHODS
 from reports.records import AllocationRow, ResultRow, RunBundle, RunRecord, StageRecord
-from tasks.artifacts import CalibrationSet, EvalScores, ModelCheckpoint, PrunedCheckpoint, StageUsage
+from tasks.artifacts import (
+    CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint, PrunedCheckpoint, StageUsage,
+)
 from tasks.calibration import calibration_set
 from tasks.common import code_fingerprint
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
+from tasks.finetune import finetuned_checkpoint
+from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, sleb_removal_order
 from tasks.prune import needs_calibration, pruned_checkpoint
 from tasks.scores import block_scores
 from tasks.record import leaderboard_markdown, recorded_run
@@ -80,6 +86,7 @@ def run_experiment(config: ExperimentConfig) -> str:
             checkpoint = base.ref
             method_stages = dict(trained_stages)
             allocation: dict = {}
+            redundancy = None
             if getattr(method, "scores", None) is not None:
                 scored = block_scores(
                     base=base.ref, calibration_path=calibration.path, model=study.model,
@@ -87,7 +94,10 @@ def run_experiment(config: ExperimentConfig) -> str:
                 )
                 method_stages["scores"] = scored.usage
                 allocation = {"block_sparsity": allocate(method, scored.block_scores()), "block_score": scored.scores}
-            if method.name != "dense":
+            if method.name in LAYER_DROP_METHODS:
+                pruned, redundancy = _dropped(study, method, base, calibration, workdir, code, method_stages)
+                checkpoint = pruned.ref
+            elif method.name != "dense":
                 pruned = _rebuilt_if_missing(
                     pruned_checkpoint,
                     lambda p: is_complete_checkpoint(Path(p.ref.path)),
@@ -101,10 +111,20 @@ def run_experiment(config: ExperimentConfig) -> str:
                     **allocation,
                 )
                 checkpoint = pruned.ref
+            if getattr(method, "finetune", None) is not None:
+                train_layers = pruned.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(checkpoint.path))))
+                finetuned = _rebuilt_if_missing(
+                    finetuned_checkpoint,
+                    lambda f: is_complete_checkpoint(Path(f.ref.path)),
+                    checkpoint=checkpoint, model=study.model, train_layers=train_layers, finetune_spec=method.finetune,
+                    corpus=study.calibration.corpus, label=method.label, workdir=workdir, cache_dir=cache_dir, code=code,
+                )
+                method_stages["finetune"] = finetuned.usage
+                checkpoint = finetuned.ref
             scores = eval_scores(
                 checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, image_tasks, code
             )
-            bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, method_stages)
+            bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, method_stages, redundancy)
             recorded_run(bundle, database)
             logger.info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
 
@@ -112,6 +132,28 @@ def run_experiment(config: ExperimentConfig) -> str:
     create_markdown_artifact(markdown, key=f"leaderboard-{config.name}".lower().replace("_", "-").replace(".", "-"),
                              description=f"prunebench leaderboard for {config.name}")
     return markdown
+
+
+def _dropped(study: StudySpec, method, base: ModelCheckpoint, calibration, workdir: str, code: str, stages: dict):
+    """Redundancy (or SLEB's order) → drop plan → dropped checkpoint; the stages' costs go into `stages`."""
+    redundancy = sleb = None
+    if needs_calibration(method):
+        redundancy = layer_redundancy_scores(base=base.ref, calibration_path=calibration.path, model=study.model,
+                                             calibration=study.calibration, code=code)
+        stages["redundancy"] = redundancy.usage
+    n_layers = len(redundancy.cos_mean) - 1 if redundancy is not None else decoder_layer_count(Path(base.ref.path))
+    if method.selector == "sleb":
+        sleb = sleb_removal_order(base=base.ref, calibration_path=calibration.path, model=study.model, calibration=study.calibration,
+                                  n_drop=n_layers_to_drop(method.drop_ratio, n_layers), n_samples=method.n_samples, code=code)
+        stages["sleb"] = sleb.usage
+    plan = drop_plan(method, n_layers, redundancy, sleb)
+    dropped = _rebuilt_if_missing(
+        dropped_checkpoint,
+        lambda d: is_complete_checkpoint(Path(d.ref.path)),
+        base=base.ref, model=study.model, plan=plan.to_dict(), label=method.label, workdir=workdir, code=code,
+    )
+    get_run_logger().info("%s drops layers %s, finetunes %s, anchors %s", method.label, dropped.drop, dropped.finetune, dropped.anchor)
+    return dropped, redundancy
 
 
 def uses_images(study: StudySpec) -> bool:
@@ -142,6 +184,7 @@ def run_bundle(
     scores: EvalScores,
     started_at: datetime,
     extra_stages: dict[str, StageUsage] | None = None,
+    redundancy: LayerRedundancyResult | None = None,
 ) -> RunBundle:
     """Everything one (model, method) run records, with provenance."""
     uses_calibration = needs_calibration(method)
@@ -151,8 +194,9 @@ def run_bundle(
     stages = {**(extra_stages or {}), "model": base.usage, "evaluate": scores.usage}
     if calibration is not None and uses_calibration:
         stages["calibration"] = calibration.usage
+    dropped = isinstance(pruned, DroppedCheckpoint)
     if pruned is not None:
-        stages["prune"] = pruned.usage
+        stages["drop" if dropped else "prune"] = pruned.usage
     run = RunRecord(
         run_id=run_id,
         flow_run_id=flow_run_id,
@@ -166,7 +210,7 @@ def run_bundle(
         target_sparsity=method.target,
         achieved_sparsity=pruned.achieved_sparsity if pruned else 0.0,
         params_total=base.params_total,
-        params_pruned=pruned.params_pruned if pruned else 0,
+        params_pruned=(pruned.params_removed if dropped else pruned.params_pruned) if pruned else 0,
         seed=study.calibration.seed,
         git_commit=provenance.git_commit(),
         package_versions=provenance.package_versions(),
@@ -179,8 +223,24 @@ def run_bundle(
         run=run,
         results=[ResultRow(run_id=run_id, **score.model_dump()) for score in scores.scores],
         stages=[_stage_record(run_id, name, usage, flow_run_id) for name, usage in stages.items()],
-        allocations=[AllocationRow(run_id=run_id, **layer.model_dump()) for layer in (pruned.layers if pruned else [])],
+        allocations=_drop_allocations(run_id, pruned, redundancy) if dropped else [
+            AllocationRow(run_id=run_id, **layer.model_dump()) for layer in (pruned.layers if pruned else [])
+        ],
     )
+
+
+def _drop_allocations(run_id: str, dropped: DroppedCheckpoint, redundancy: LayerRedundancyResult | None) -> list[AllocationRow]:
+    """One row per decoder layer: sparsity 1 for a dropped layer, 0 for a kept one; its block score is
+    ShortGPT's block influence 1 - s_1(i) where the redundancy was measured."""
+    influence = redundancy.layer_redundancy().block_influence() if redundancy is not None else None
+    return [
+        AllocationRow(
+            run_id=run_id, modality=dropped.modality, block=index, layer="(whole layer)", n_params=n_params,
+            target_sparsity=float(index in dropped.drop), achieved_sparsity=float(index in dropped.drop),
+            block_score=influence[index] if influence else None,
+        )
+        for index, n_params in enumerate(dropped.layer_params)
+    ]
 
 
 def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) -> StageRecord:

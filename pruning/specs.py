@@ -50,6 +50,32 @@ class CalibrationSpec(Spec):
     batch_size: int = Field(8, gt=0)
 
 
+class FinetuneSpec(Spec):
+    """How to finetune after dropping layers or pruning weights (INTERLACE's recipe as defaults).
+
+    Which layers train is the method's business (INTERLACE's interleaved marks, or every remaining
+    decoder layer for the baselines' "healing"); this says on what and how. The data is a slice of
+    a local training split disjoint from evaluation: the text corpus's `train` split for language
+    models, the image-QA training split for VLMs.
+    """
+
+    examples: int = Field(256, gt=0, description="size of the training slice (sequences or image-question pairs)")
+    seq_len: int = Field(256, gt=1, description="tokens per text sequence")
+    lr: float = Field(1e-5, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    epochs: int = Field(1, ge=1)
+    effective_batch: int = Field(32, gt=0, description="examples per optimizer step (gradient accumulation)")
+    micro_batch: int = Field(4, gt=0, description="examples per forward/backward pass")
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _accumulates_whole_micro_batches(self):
+        if self.effective_batch % self.micro_batch:
+            raise ValueError(f"effective_batch={self.effective_batch} must be a multiple of micro_batch={self.micro_batch}")
+        return self
+
+
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -69,6 +95,7 @@ class _Sparsity(Spec):
 
     sparsity: float | None = Field(None, ge=0.0, lt=1.0)
     n_m: str | None = Field(None, description="semi-structured pattern, e.g. '2:4' (N kept of M)")
+    finetune: FinetuneSpec | None = Field(None, description="heal after pruning: language-model layers train, pruned weights stay zero")
 
     @model_validator(mode="after")
     def _check_sparsity(self):
@@ -91,7 +118,8 @@ class _Sparsity(Spec):
     @property
     def label(self) -> str:
         pattern = self.n_m if self.n_m else f"{round(self.target * 100, 2):g}%"
-        return f"{self.name} {pattern}"  # type: ignore[attr-defined]
+        healed = " +ft" if self.finetune is not None else ""
+        return f"{self.name} {pattern}{healed}"  # type: ignore[attr-defined]
 
     @property
     def local(self) -> str:
@@ -176,6 +204,7 @@ class _Allocated(_SparseGPTOptions):
 
     sparsity: float = Field(ge=0.0, lt=1.0)
     local: LocalName = "wanda"
+    finetune: FinetuneSpec | None = Field(None, description="heal after pruning: language-model layers train, pruned weights stay zero")
     n_m: str | None = None  # accepted only to refuse it with a clear message
 
     @model_validator(mode="after")
@@ -201,7 +230,7 @@ class OWLSpec(_Allocated):
 
     @property
     def label(self) -> str:
-        return f"owl+{self.local} {round(self.sparsity * 100, 2):g}%"
+        return f"owl+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
 
     @property
     def scores(self) -> ScoreSpec:
@@ -228,7 +257,7 @@ class ECoFLaPSpec(_Allocated):
 
     @property
     def label(self) -> str:
-        return f"ecoflap({self.score})+{self.local} {round(self.sparsity * 100, 2):g}%"
+        return f"ecoflap({self.score})+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
 
     @property
     def scores(self) -> ScoreSpec:
@@ -240,6 +269,96 @@ class ECoFLaPSpec(_Allocated):
         )
 
 
+
+
+# --------------------------------------------------------------------------- finetuning and layer dropping
+
+
+class _LayerDrop(Spec):
+    """Shared by layer-dropping methods: drop K = floor(drop_ratio * L) decoder layers of the language model."""
+
+    drop_ratio: float = Field(gt=0.0, lt=1.0, description="share of decoder layers to drop")
+    finetune: FinetuneSpec | None = Field(None, description="heal after dropping: every remaining decoder layer trains")
+
+    @property
+    def target(self) -> float:
+        return self.drop_ratio
+
+    @property
+    def selector(self) -> str:
+        """The `pruning.layerdrop.selection` selector that picks the layers."""
+        return self.name  # type: ignore[attr-defined]
+
+    @property
+    def train_layers(self) -> str:
+        """Which layers the finetune stage trains (`pruning.layerdrop.selection` modes): every remaining
+        decoder layer when healing, none otherwise."""
+        return "all" if self.finetune is not None else "none"
+
+    @property
+    def label(self) -> str:
+        healed = " +ft" if self.finetune is not None else ""
+        return f"{self.name} {round(self.drop_ratio * 100, 2):g}%{healed}"  # type: ignore[attr-defined]
+
+
+class ShortGPTSpec(_LayerDrop):
+    """ShortGPT (Men et al., 2024): drop the K layers of lowest Block Influence 1 - cos(input, output)."""
+
+    name: Literal["shortgpt"]
+
+
+class AngularSpec(_LayerDrop):
+    """Angular distance (Gromov et al., 2024): drop the contiguous K layers whose ends are closest,
+    arccos(cos(h_i, h_{i+K})) / pi on the last token."""
+
+    name: Literal["angular"]
+
+
+class SLEBSpec(_LayerDrop):
+    """SLEB (Song et al., 2024): remove, one at a time, the layer whose removal raises calibration NLL least."""
+
+    name: Literal["sleb"]
+    # SLEB evaluates the calibration NLL ~K*L times (every candidate after every removal); the
+    # embedded runs use a part of the calibration set to keep that affordable on a CPU.
+    n_samples: int | None = Field(None, gt=0, description="calibration samples SLEB scores on; default all")
+
+
+class InterlaceSpec(_LayerDrop):
+    """INTERLACE: greedy non-overlapping triplets by s_3; drop the more redundant of the first two (s_1),
+    finetune the other, freeze the third as anchor; pairs when triplets run out.
+
+    Ablations: `selection` consecutive (one contiguous run) or random (seeded), and `train: all`
+    (every remaining layer trains, no anchors).
+    """
+
+    name: Literal["interlace"]
+    selection: Literal["triplets", "consecutive", "random"] = "triplets"
+    train: Literal["interleaved", "all"] = "interleaved"
+    seed: int = Field(0, description="for random selection")
+    finetune: FinetuneSpec | None = FinetuneSpec()
+
+    @property
+    def selector(self) -> str:
+        return "interlace" if self.selection == "triplets" else self.selection
+
+    @property
+    def train_layers(self) -> str:
+        return self.train if self.finetune is not None else "none"
+
+    @property
+    def label(self) -> str:
+        variant = [part for part in (self.selection != "triplets" and self.selection, self.train != "interleaved" and f"train-{self.train}") if part]
+        suffix = f"[{', '.join(variant)}]" if variant else ""
+        unhealed = " no-ft" if self.finetune is None else ""
+        return f"interlace{suffix} {round(self.drop_ratio * 100, 2):g}%{unhealed}"
+
+
+LAYER_DROP_METHODS = ("shortgpt", "angular", "sleb", "interlace")
+
 MethodSpec = Annotated[
-    Union[DenseSpec, MagnitudeSpec, WandaSpec, SparseGPTSpec, OWLSpec, ECoFLaPSpec], Field(discriminator="name")
+    Union[
+        DenseSpec, MagnitudeSpec, WandaSpec, SparseGPTSpec, OWLSpec, ECoFLaPSpec,
+        ShortGPTSpec, AngularSpec, SLEBSpec, InterlaceSpec,
+    ],
+    Field(discriminator="name"),
 ]

@@ -89,3 +89,60 @@ class TrainedModel(Artifact):
     epoch_losses: list[float]
     n_examples: int
     usage: StageUsage
+
+
+class FinetunedCheckpoint(Artifact):
+    """A checkpoint after the finetune stage: which decoder layers trained and how the loss went."""
+
+    ref: CheckpointRef
+    train_layers: list[int]
+    steps: int
+    examples: int
+    first_loss: float
+    last_loss: float
+    trainable_params: int
+    usage: StageUsage
+
+
+class LayerRedundancyResult(Artifact):
+    """`pruning.layerdrop.LayerRedundancy` as plain numbers (cos between decoder-layer boundaries h_0..h_L)."""
+
+    cos_mean: list[list[float]]
+    cos_last: list[list[float]]
+    n_sequences: int
+    protected: list[int]  # layers no method may drop (Qwen3-VL DeepStack targets)
+    usage: StageUsage
+
+    def layer_redundancy(self):
+        from pruning.layerdrop import LayerRedundancy
+
+        return LayerRedundancy.from_dict({"cos_mean": self.cos_mean, "cos_last": self.cos_last, "n_sequences": self.n_sequences})
+
+
+class SlebResult(Artifact):
+    removed: list[int]  # original indices, in removal order
+    nll: list[float]  # calibration NLL after each removal
+    dense_nll: float
+    usage: StageUsage
+
+
+class DroppedCheckpoint(Artifact):
+    """A checkpoint with decoder layers removed, and the plan that removed them (original indices)."""
+
+    ref: CheckpointRef
+    n_layers: int  # before dropping
+    drop: list[int]
+    finetune: list[int]
+    anchor: list[int]
+    train_layers: list[int]  # the finetune layers' indices in the dropped model
+    modality: str
+    layer_params: list[int]  # parameters of each original layer
+    params_removed: int
+    prunable_removed: int  # weights of prunable linears removed with the layers
+    prunable_total: int  # weights of every prunable linear of the dense model
+    usage: StageUsage
+
+    @property
+    def achieved_sparsity(self) -> float:
+        """Comparable with weight sparsity: the share of prunable-linear weights gone."""
+        return self.prunable_removed / self.prunable_total

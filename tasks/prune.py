@@ -24,9 +24,12 @@ def _prune_run_name(parameters: dict) -> str:
 
 
 def needs_calibration(method) -> bool:
-    """Whether a method spec reads calibration data: for its scores (OWL, ECoFLaP) or its local pruner."""
+    """Whether a method spec reads calibration data: for its scores (OWL, ECoFLaP), its layer
+    redundancy (layer dropping but for random selection) or its local pruner."""
     if getattr(method, "scores", None) is not None:
         return True
+    if getattr(method, "selector", None) is not None:
+        return method.selector != "random"
     pruner = LOCAL_PRUNERS.get(getattr(method, "local", method.name))
     return pruner is not None and pruner.statistic != "none"
 

@@ -50,6 +50,9 @@ class BlockGroup:
     path: str
     prunable: tuple[str, ...]
     droppable: bool = False  # decoder layers that layer-dropping methods may remove
+    # dotted path, from the top model's config, to a list whose length is how many leading blocks the
+    # model feeds extra inputs by block position (Qwen3-VL DeepStack); dropping one would shift them
+    undroppable_prefix_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,13 @@ QWEN3_VL = register_adapter(
         model_types=("qwen3_vl",),
         groups=(
             BlockGroup("vision", "model.visual.blocks", QWEN3_VISION_LINEARS),
-            BlockGroup("language", "model.language_model.layers", LLAMA_LINEARS, droppable=True),
+            BlockGroup(
+                "language",
+                "model.language_model.layers",
+                LLAMA_LINEARS,
+                droppable=True,
+                undroppable_prefix_from="vision_config.deepstack_visual_indexes",
+            ),
         ),
         projectors=("model.visual.merger", "model.visual.deepstack_merger_list"),
     )

@@ -215,6 +215,19 @@ def takes_images(path: Path) -> bool:
     return "vision_config" in config
 
 
+def decoder_layer_count(path: Path) -> int:
+    """How many decoder layers the checkpoint's language model has (`num_hidden_layers` of its text
+    config, or of the config itself); reads config.json only."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {Path(path) / 'config.json'}: {err}") from None
+    text = config.get("text_config") or config
+    if "num_hidden_layers" not in text:
+        raise CheckpointError(f"{Path(path) / 'config.json'} names no num_hidden_layers for its language model")
+    return int(text["num_hidden_layers"])
+
+
 def is_multimodal(preprocessor) -> bool:
     """True for a processor that takes images (it has an image processor), False for a tokenizer."""
     return getattr(preprocessor, "image_processor", None) is not None

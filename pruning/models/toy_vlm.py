@@ -47,6 +47,9 @@ class ToyVLMSpec(Spec):
     max_turns: int = Field(1, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
+    # the vision tower and projector learn at lr x this: their gradient arrives through the whole
+    # language model, and shape recognition is what lagged (the tower alone learns it readily)
+    vision_lr_scale: float = Field(1.0, gt=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = 0.01
     seed: int = 0
@@ -181,10 +184,16 @@ def train_toy_vlm(
     steps_per_epoch = math.ceil(len(examples) / spec.batch_size)
     total = steps_per_epoch * spec.epochs
     warmup = max(1, int(spec.warmup_fraction * total))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        decays = parameter.ndim >= 2 and "embed" not in name
+        visual = not name.startswith(("model.language_model.", "lm_head."))
+        groups.setdefault((decays, visual), []).append(parameter)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": params, "weight_decay": spec.weight_decay if decays else 0.0, "lr": spec.lr * (spec.vision_lr_scale if visual else 1.0)}
+            for (decays, visual), params in groups.items()
+        ],
         lr=spec.lr,
         betas=(0.9, 0.98),
     )

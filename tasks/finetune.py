@@ -1,0 +1,104 @@
+"""The finetune stage: heal a dropped or pruned checkpoint on a slice of a local training split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from evals.corpora import corpus_documents
+from evals.imageqa.generator import build_imageqa, split_path
+from evals.imageqa.prompts import training_conversations
+from evals.imageqa.records import load_records
+from evals.measure import measure_resources
+from evals.suites import IMAGE_CORPORA
+from evals.vlm_prompt import vlm_prompt
+from flows.config import spec_hash
+from pruning.calibration import calibration_ids, conversation_batch
+from pruning.errors import ConfigError
+from pruning.finetune import finetune, layer_prefixes
+from pruning.models.adapters import adapter_for
+from pruning.models.sources import checkpoint_fingerprint, is_multimodal, load_model, save_checkpoint, text_tokenizer
+from pruning.specs import FinetuneSpec, ModelSpec
+from tasks.artifacts import CheckpointRef, FinetunedCheckpoint
+from tasks.common import CACHED, stamp
+
+LOG_EVERY_STEPS = 5
+
+
+def finetune_examples(preprocessor, corpus: str, spec: FinetuneSpec, cache_dir: Path) -> list[dict]:
+    """One row per example, from the training split of the study's corpus (never its evaluation split):
+    seeded windows of `seq_len` tokens for text, image-question-answer conversations for image QA."""
+    if corpus in IMAGE_CORPORA:
+        if not is_multimodal(preprocessor):
+            raise ConfigError(f"finetuning on {corpus!r} needs a vision-language model; this one is text-only")
+        records = load_records(split_path(build_imageqa(cache_dir), "train"))
+        if spec.examples > len(records):
+            raise ConfigError(f"finetune.examples={spec.examples}: the image-QA training split has {len(records)} pairs")
+        pairs = training_conversations(records, spec.examples, 1, spec.seed)
+        prompt = lambda text: vlm_prompt(preprocessor, text)  # noqa: E731
+        return [conversation_batch(preprocessor, [image], [turns], prompt) for image, turns in pairs]
+    if is_multimodal(preprocessor):
+        raise ConfigError(f"this model takes images: finetune it on an image corpus ({', '.join(sorted(IMAGE_CORPORA))}), not {corpus!r}")
+    texts = corpus_documents(corpus, "train", cache_dir)
+    ids = calibration_ids(texts, text_tokenizer(preprocessor), spec.examples, spec.seq_len, spec.seed)
+    return [{"input_ids": ids[row : row + 1]} for row in range(ids.shape[0])]
+
+
+def _finetune_run_name(parameters: dict) -> str:
+    return f"finetune[{parameters['label']}, {len(parameters['train_layers'])} layers]"
+
+
+@task(cache_policy=CACHED, task_run_name=_finetune_run_name)
+def finetuned_checkpoint(
+    checkpoint: CheckpointRef,
+    model: ModelSpec,
+    train_layers: list[int],
+    finetune_spec: FinetuneSpec,
+    corpus: str,
+    label: str,
+    workdir: str,
+    cache_dir: str,
+    code: str,
+) -> FinetunedCheckpoint:
+    """Train only the language-model decoder layers `train_layers` (indices in `checkpoint`), every
+    other parameter frozen by `requires_grad`; weights pruned to zero stay zero. Saved atomically."""
+    logger = get_run_logger()
+    with measure_resources() as usage:
+        network, preprocessor = load_model(Path(checkpoint.path), model)
+        examples = finetune_examples(preprocessor, corpus, finetune_spec, Path(cache_dir))
+
+        def log_step(step: int, loss: float, lr: float) -> None:
+            if step == 1 or step % LOG_EVERY_STEPS == 0:
+                logger.info("finetune %s: step %d, loss %.4f, lr %.2e", label, step, loss, lr)
+
+        report = finetune(
+            network,
+            examples,
+            layer_prefixes(adapter_for(network), train_layers),
+            lr=finetune_spec.lr,
+            weight_decay=finetune_spec.weight_decay,
+            warmup_ratio=finetune_spec.warmup_ratio,
+            epochs=finetune_spec.epochs,
+            micro_batch_size=finetune_spec.micro_batch,
+            effective_batch=finetune_spec.effective_batch,
+            seed=finetune_spec.seed,
+            on_step=log_step,
+        )
+        logger.info(
+            "finetuned %s: %d steps on %d examples, loss %.4f -> %.4f, %d trainable parameters",
+            label, report.steps, report.examples, report.first_loss, report.last_loss, report.trainable_params,
+        )
+        slug = label.replace(" ", "-").replace(":", "of").replace("%", "pct").replace("[", "").replace("]", "").replace(",", "")
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-ft-{spec_hash(finetune_spec, checkpoint.model_dump(), {'layers': train_layers}, code)}"
+        save_checkpoint(network, preprocessor, dest, extra={"finetune": finetune_spec.model_dump(mode="json"), "train_layers": train_layers})
+    return FinetunedCheckpoint(
+        ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
+        train_layers=list(train_layers),
+        steps=report.steps,
+        examples=report.examples,
+        first_loss=report.first_loss,
+        last_loss=report.last_loss,
+        trainable_params=report.trainable_params,
+        usage=stamp(usage),
+    )

@@ -1,0 +1,112 @@
+"""Layer-dropping stages: layer redundancy and SLEB's removal order (cached, shared by every method
+and ratio that reads them), then the dropped checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from prefect import task
+
+from evals.measure import measure_resources
+from flows.config import spec_hash
+from pruning.layerdrop import drop_layers, finetune_indices, layer_redundancy, protected_layers, select_layers, sleb_order
+from pruning.layerdrop.selection import DropPlan, n_layers_to_drop
+from pruning.layerdrop.surgery import droppable_group
+from pruning.models.adapters import adapter_for, blocks, prunable_linears
+from pruning.models.sources import checkpoint_fingerprint, load_model, save_checkpoint
+from pruning.specs import CalibrationSpec, ModelSpec
+from tasks.artifacts import CheckpointRef, DroppedCheckpoint, LayerRedundancyResult, SlebResult
+from tasks.calibration import calibration_inputs
+from tasks.common import CACHED, stamp
+
+
+@task(cache_policy=CACHED, task_run_name="redundancy[{model.label}, {calibration.n_samples}x{calibration.seq_len}]")
+def layer_redundancy_scores(
+    base: CheckpointRef, calibration_path: str, model: ModelSpec, calibration: CalibrationSpec, code: str
+) -> LayerRedundancyResult:
+    """Token-mean and last-token cosines between every pair of decoder-layer boundaries h_0..h_L."""
+    with measure_resources() as usage:
+        network, preprocessor = load_model(Path(base.path), model)
+        adapter = adapter_for(network)
+        inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
+        redundancy = layer_redundancy(network, adapter, inputs, batch_size=calibration.batch_size)
+        protected = sorted(protected_layers(network, adapter))
+    return LayerRedundancyResult(**redundancy.to_dict(), protected=protected, usage=stamp(usage))
+
+
+@task(cache_policy=CACHED, task_run_name="sleb[{model.label}, drop {n_drop}]")
+def sleb_removal_order(
+    base: CheckpointRef,
+    calibration_path: str,
+    model: ModelSpec,
+    calibration: CalibrationSpec,
+    n_drop: int,
+    n_samples: int | None,
+    code: str,
+) -> SlebResult:
+    """SLEB's greedy removal order of `n_drop` layers by calibration NLL (on the first `n_samples`)."""
+    with measure_resources() as usage:
+        network, preprocessor = load_model(Path(base.path), model)
+        inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
+        if n_samples is not None:  # token ids: rows; image QA: whole batches covering n_samples
+            inputs = inputs[:n_samples] if hasattr(inputs, "shape") else inputs[: math.ceil(n_samples / calibration.batch_size)]
+        order = sleb_order(network, adapter_for(network), inputs, n_drop, batch_size=calibration.batch_size)
+    return SlebResult(**order.to_dict(), usage=stamp(usage))
+
+
+def drop_plan(method, n_layers: int, redundancy: LayerRedundancyResult | None, sleb: SlebResult | None) -> DropPlan:
+    """Which layers the method drops, trains and anchors (original indices)."""
+    return select_layers(
+        method.selector,
+        method.drop_ratio,
+        n_layers,
+        redundancy=redundancy.layer_redundancy() if redundancy is not None else None,
+        sleb_order=sleb.removed if sleb is not None else None,
+        protected=redundancy.protected if redundancy is not None else (),
+        seed=getattr(method, "seed", 0),
+        finetune=method.train_layers,
+    )
+
+
+def sleb_layers(method, n_layers: int) -> int:
+    return n_layers_to_drop(method.drop_ratio, n_layers)
+
+
+def _drop_run_name(parameters: dict) -> str:
+    return f"drop[{parameters['label']}: {', '.join(str(i) for i in parameters['plan']['drop'])}]"
+
+
+@task(cache_policy=CACHED, task_run_name=_drop_run_name)
+def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label: str, workdir: str, code: str) -> DroppedCheckpoint:
+    """Remove the plan's decoder layers and save a checkpoint `from_pretrained` loads as a smaller model."""
+    drop_plan_ = DropPlan.from_dict(plan)
+    with measure_resources() as usage:
+        network, preprocessor = load_model(Path(base.path), model)
+        adapter = adapter_for(network)
+        group = droppable_group(adapter)
+        stack = blocks(network, group)
+        n_layers = len(stack)
+        layer_params = [sum(p.numel() for p in layer.parameters()) for layer in stack]
+        prunable = [sum(linear.weight.numel() for linear in prunable_linears(layer, group).values()) for layer in stack]
+        prunable_total = sum(
+            linear.weight.numel() for g in adapter.groups for layer in blocks(network, g) for linear in prunable_linears(layer, g).values()
+        )
+        drop_layers(network, adapter, drop_plan_.drop)
+        slug = label.replace(" ", "-").replace("%", "pct").replace("[", "").replace("]", "").replace(",", "")
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(plan, base.model_dump(), code)}"
+        save_checkpoint(network, preprocessor, dest, extra={"drop_plan": plan, "method": label})
+    return DroppedCheckpoint(
+        ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
+        n_layers=n_layers,
+        drop=list(drop_plan_.drop),
+        finetune=list(drop_plan_.finetune),
+        anchor=list(drop_plan_.anchor),
+        train_layers=list(finetune_indices(drop_plan_)),
+        modality=group.modality,
+        layer_params=layer_params,
+        params_removed=sum(layer_params[i] for i in drop_plan_.drop),
+        prunable_removed=sum(prunable[i] for i in drop_plan_.drop),
+        prunable_total=prunable_total,
+        usage=stamp(usage),
+    )

@@ -1,0 +1,140 @@
+"""End to end: layer dropping (INTERLACE and the baselines), with and without the finetune stage, on a
+tiny Llama and a tiny LLaVA given by local path, recorded in DuckDB."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.flows.test_benchmark import prunebench, query
+
+pytestmark = pytest.mark.e2e
+
+FINETUNE = {"examples": 8, "seq_len": 32, "effective_batch": 4, "micro_batch": 2, "lr": 1e-3}
+
+
+def _run(tmp, name: str, study: dict, cache_dir) -> object:
+    config = {
+        "name": name,
+        "studies": [study],
+        "output": {"database": str(tmp / "results.duckdb"), "workdir": str(tmp / "work"), "cache": str(cache_dir)},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = prunebench("run", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "results.duckdb"
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory, cache_dir, smollm2_checkpoint):
+    """An 8-layer random-init Llama with SmolLM2's tokenizer: K = 2 layers at 25%."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pruning.models.sources import save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("layerdrop")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=8,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    checkpoint = save_checkpoint(LlamaForCausalLM(config), tokenizer, tmp / "tiny-llama")
+    study = {
+        "model": {"source": str(checkpoint)},
+        "calibration": {"n_samples": 4, "seq_len": 32, "batch_size": 4},
+        "methods": [
+            {"name": "dense"},
+            {"name": "interlace", "drop_ratio": 0.25, "finetune": FINETUNE},
+            {"name": "interlace", "drop_ratio": 0.25, "selection": "random", "train": "all", "finetune": FINETUNE},
+            {"name": "shortgpt", "drop_ratio": 0.25},
+            {"name": "shortgpt", "drop_ratio": 0.25, "finetune": FINETUNE},
+            {"name": "angular", "drop_ratio": 0.25},
+            {"name": "sleb", "drop_ratio": 0.25, "n_samples": 2},
+            {"name": "wanda", "sparsity": 0.5, "finetune": FINETUNE},
+        ],
+        "eval": {"suites": ["jargon_ppl"], "limit": 4},
+    }
+    return _run(tmp, "layerdrop-smoke", study, cache_dir)
+
+
+def test_every_layer_drop_method_is_recorded_with_its_plan(text_run):
+    runs = dict(query(text_run, "SELECT method_label, params_pruned FROM runs"))
+    assert sorted(runs) == sorted([
+        "dense", "interlace 25%", "interlace[random, train-all] 25%", "shortgpt 25%", "shortgpt 25% +ft",
+        "angular 25%", "sleb 25%", "wanda 50% +ft",
+    ])
+    layer_params = query(text_run, "SELECT DISTINCT a.n_params FROM allocations a JOIN runs r USING (run_id) WHERE r.method = 'interlace'")
+    (per_layer,) = layer_params[0]
+    for label in ("interlace 25%", "shortgpt 25%", "angular 25%", "sleb 25%"):
+        assert runs[label] == 2 * per_layer  # K = floor(0.25 * 8) whole layers removed
+        dropped = query(
+            text_run,
+            "SELECT a.block FROM allocations a JOIN runs r USING (run_id) "
+            f"WHERE r.method_label = '{label}' AND a.achieved_sparsity = 1",
+        )
+        assert len(dropped) == 2
+    # angular distance drops a contiguous block
+    (first, second) = sorted(b for (b,) in query(text_run, "SELECT a.block FROM allocations a JOIN runs r USING (run_id) "
+                                                 "WHERE r.method_label = 'angular 25%' AND a.achieved_sparsity = 1"))
+    assert second == first + 1
+
+
+def test_finetune_stage_runs_only_where_asked_and_scores_are_recorded(text_run):
+    stages = query(text_run, "SELECT r.method_label, list(s.stage) FROM runs r JOIN stages s USING (run_id) GROUP BY 1")
+    stages = {label: set(names) for label, names in stages}
+    for label in ("interlace 25%", "shortgpt 25% +ft", "wanda 50% +ft", "interlace[random, train-all] 25%"):
+        assert "finetune" in stages[label], label
+    for label in ("shortgpt 25%", "angular 25%", "sleb 25%"):
+        assert "finetune" not in stages[label] and "drop" in stages[label], label
+    assert "sleb" in stages["sleb 25%"] and "redundancy" in stages["interlace 25%"]
+    assert "redundancy" not in stages["interlace[random, train-all] 25%"]  # random selection reads no calibration
+    values = query(text_run, "SELECT r.method_label, v.value FROM runs r JOIN results v USING (run_id) WHERE v.metric = 'word_perplexity'")
+    assert len(values) == 8 and all(value > 0 for _, value in values)
+
+
+def test_pruned_weights_stay_zero_through_the_finetune_stage(text_run):
+    (sparsity,) = query(text_run, "SELECT achieved_sparsity FROM runs WHERE method_label = 'wanda 50% +ft'")[0]
+    assert sparsity == pytest.approx(0.5, abs=1e-3)
+    import glob
+
+    from safetensors.torch import load_file
+
+    root = text_run.parent / "work" / "checkpoints"
+    (finetuned,) = [p for p in glob.glob(str(root / "*" / "wanda-50pct-+ft-ft-*"))]
+    weights = load_file(f"{finetuned}/model.safetensors")
+    up = weights["model.layers.3.mlp.up_proj.weight"]
+    assert (up == 0).float().mean().item() == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def vlm_run(tmp_path_factory, cache_dir):
+    from evals.imageqa.questions import vocabulary
+    from pruning.models.sources import save_checkpoint
+    from pruning.models.toy_vlm import ToyVLMSpec, build_model, build_processor, build_tokenizer
+
+    tmp = tmp_path_factory.mktemp("vlm-layerdrop")
+    spec = ToyVLMSpec(vision_hidden=32, vision_layers=2, text_hidden=32, text_layers=4, heads=2)
+    tokenizer = build_tokenizer(vocabulary())
+    checkpoint = save_checkpoint(build_model(tokenizer, spec), build_processor(tokenizer, spec), tmp / "tiny-vlm")
+    study = {
+        "model": {"source": str(checkpoint)},
+        "calibration": {"corpus": "imageqa", "n_samples": 4, "batch_size": 4},
+        "methods": [
+            {"name": "dense"},
+            {"name": "interlace", "drop_ratio": 0.25, "finetune": {"examples": 8, "effective_batch": 4, "micro_batch": 2}},
+            {"name": "shortgpt", "drop_ratio": 0.25},
+        ],
+        "eval": {"suites": ["imageqa_mc"], "limit": 6},
+    }
+    return _run(tmp, "vlm-layerdrop-smoke", study, cache_dir)
+
+
+def test_vlm_language_layers_are_dropped_and_finetuned_on_image_qa(vlm_run):
+    labels = sorted(label for (label,) in query(vlm_run, "SELECT method_label FROM runs"))
+    assert labels == ["dense", "interlace 25%", "shortgpt 25%"]
+    dropped = query(vlm_run, "SELECT a.modality, a.block FROM allocations a JOIN runs r USING (run_id) "
+                             "WHERE r.method_label = 'interlace 25%' AND a.achieved_sparsity = 1")
+    assert len(dropped) == 1 and dropped[0][0] == "language"
+    accuracy = query(vlm_run, "SELECT r.method_label FROM runs r JOIN results v USING (run_id) WHERE v.metric = 'acc'")
+    assert len(accuracy) == 3
