@@ -11,7 +11,12 @@ STAMP := $(VENV)/.prunebench-installed
 run: $(STAMP)
 	$(VENV)/bin/prunebench run $(CONFIG)
 
+# tests/reports screenshots the HTML report with headless Chromium from Debian's packages: installed
+# here when missing and possible (root, apt-get), otherwise that one test skips and says why.
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the HTML report screenshot test will skip"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)

@@ -58,7 +58,7 @@ def main() -> None:
     root = build_imageqa(args.cache_dir)
     records = load_records(split_path(root, "train"))
     # exactly what the cached training task (tasks/toy_vlm.py) is fed
-    examples = [TrainingExample(*pair) for pair in training_conversations(records, spec.train_examples, spec.max_turns, spec.seed)]
+    examples = [TrainingExample(*pair) for pair in training_conversations(records, spec.train_examples, spec.max_turns, spec.seed, spec.type_weights)]
     tokenizer = build_tokenizer(vocabulary())
     processor, model = build_processor(tokenizer, spec), build_model(tokenizer, spec)
     started = time.perf_counter()

@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
@@ -24,7 +25,7 @@ from pruning.models.sources import decoder_layer_count, is_complete_checkpoint
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
 from pruning.specs import LAYER_DROP_METHODS
-from reports.records import AllocationRow, ResultRow, RunBundle, RunRecord, StageRecord
+from reports.records import AllocationRow, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from tasks.artifacts import (
     CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint, PrunedCheckpoint, StageUsage,
 )
@@ -36,7 +37,7 @@ from tasks.finetune import finetuned_checkpoint
 from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, sleb_removal_order
 from tasks.prune import needs_calibration, pruned_checkpoint
 from tasks.scores import block_scores
-from tasks.record import leaderboard_markdown, recorded_run
+from tasks.record import leaderboard_markdown, recorded_run, regression_check, report_markdown_for
 from tasks.suites import eval_suites, imageqa_data
 from tasks.toy_vlm import TOY_VLM, toy_vlm_checkpoint
 
@@ -129,8 +130,18 @@ def run_experiment(config: ExperimentConfig) -> str:
             logger.info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
 
     markdown = leaderboard_markdown(database, models, config.name)
-    create_markdown_artifact(markdown, key=f"leaderboard-{config.name}".lower().replace("_", "-").replace(".", "-"),
-                             description=f"prunebench leaderboard for {config.name}")
+    key = config.name.lower().replace("_", "-").replace(".", "-")
+    create_markdown_artifact(markdown, key=f"leaderboard-{key}", description=f"prunebench leaderboard for {config.name}")
+    create_markdown_artifact(report_markdown_for(database, config.name), key=f"report-{key}",
+                             description=f"prunebench report for {config.name}: curves, allocations, redundancy, speed")
+    outcome = regression_check(database, flow_run.get_id() or "local")
+    create_markdown_artifact(outcome.markdown, key=f"regressions-{key}",
+                             description=f"{config.name}: results that moved beyond their noise margin since the previous run")
+    if outcome.n_worse:
+        # the run still completed; its state's name says that something got worse (visible in the UI and the API)
+        logger.warning("%d result(s) got worse than the previous run of the same configuration", outcome.n_worse)
+        return Completed(name="Regressed", message=f"{outcome.n_worse} result(s) worse than the previous run",
+                         data=f"{markdown}\n\n{outcome.markdown}")
     return markdown
 
 
@@ -223,6 +234,7 @@ def run_bundle(
         run=run,
         results=[ResultRow(run_id=run_id, **score.model_dump()) for score in scores.scores],
         stages=[_stage_record(run_id, name, usage, flow_run_id) for name, usage in stages.items()],
+        redundancy=_redundancy_rows(run_id, method.name, redundancy) if redundancy is not None else [],
         allocations=_drop_allocations(run_id, pruned, redundancy) if dropped else [
             AllocationRow(run_id=run_id, **layer.model_dump()) for layer in (pruned.layers if pruned else [])
         ],
@@ -240,6 +252,16 @@ def _drop_allocations(run_id: str, dropped: DroppedCheckpoint, redundancy: Layer
             block_score=influence[index] if influence else None,
         )
         for index, n_params in enumerate(dropped.layer_params)
+    ]
+
+
+def _redundancy_rows(run_id: str, method: str, redundancy: LayerRedundancyResult) -> list[RedundancyRow]:
+    """The upper triangles of both cosine matrices (they are symmetric with a unit diagonal)."""
+    return [
+        RedundancyRow(run_id=run_id, method=method, kind=kind, i=i, j=j, value=matrix[i][j])
+        for kind, matrix in (("cos_mean", redundancy.cos_mean), ("cos_last", redundancy.cos_last))
+        for i in range(len(matrix))
+        for j in range(i + 1, len(matrix))
     ]
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from reports.store import ResultStore
+from reports.tables import MISSING, markdown_table, number, percent, text_table
 
 DENSE = "dense"  # the method name of the unpruned baseline
 
@@ -106,53 +107,46 @@ def to_markdown(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None 
     Columns are padded so the markdown also reads as a table in a terminal.
     """
     parts = []
-    for table in _tables(rows, metrics):
-        lines = [[cell.replace("|", "\\|") for cell in line] for line in (table.header, *table.body)]
-        widths = _widths(lines)
-        rule = [("-" * (width - 1) + ":") if right else (":" + "-" * (width - 1))
-                for width, right in zip(widths, table.right)]
-        header, *body = [_pad(line, widths, table.right) for line in lines]
-        parts += [f"### {table.model}", ""]
-        parts += ["| " + " | ".join(cells) + " |" for cells in (header, rule, *body)]
+    for table in leaderboard_tables(rows, metrics):
+        parts += [f"### {table.model}", "", *markdown_table(table.header, table.body, table.right)]
         parts += [line for note in table.notes for line in ("", f"_{note}_")] + [""]
     if not parts:
         return "_no results recorded_\n"
-    return "\n".join(parts) + "\n" + "  \n".join(_LEGEND) + "\n"
+    return "\n".join(parts) + "\n" + "  \n".join(LEGEND) + "\n"
 
 
 def to_text(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None = None) -> str:
     """The same tables for a terminal: plain aligned columns, no markdown punctuation."""
     parts = []
-    for table in _tables(rows, metrics):
-        widths = _widths([table.header, *table.body])
-        header, *body = [_pad(line, widths, table.right) for line in (table.header, *table.body)]
-        parts.append(table.model)
-        parts += ["  ".join(cells).rstrip() for cells in (header, ["-" * width for width in widths], *body)]
-        parts += [*table.notes, ""]
+    for table in leaderboard_tables(rows, metrics):
+        parts += [table.model, *text_table(table.header, table.body, table.right), *table.notes, ""]
     if not parts:
         return "no results recorded\n"
-    return "\n".join([*parts, *_LEGEND]) + "\n"
+    return "\n".join([*parts, *LEGEND]) + "\n"
 
 
-_LEGEND = (
+LEGEND = (
     "↑ higher is better, ↓ lower is better. Cells: value (retention vs dense: value / dense for ↑, "
     "dense / value for ↓; 100% = as good as dense).",
     "sparsity: achieved fraction of prunable weights that are zero. mean retention: average over the "
     "columns shown (k/n when only k of them have a dense baseline). Each method's latest run.",
 )
-_MISSING = "—"
 
 
 @dataclass(frozen=True)
-class _Table:
+class LeaderboardTable:
+    """One model's leaderboard, ready to render: cells as text, ranked, with what each cell retains."""
+
     model: str
     header: list[str]
     body: list[list[str]]  # one line per method, ranked
     right: list[bool]  # right-align this column (numbers)
     notes: list[str]
+    retention: list[list[float | None]]  # per body cell: the retention it shows (None: not a retention)
 
 
-def _tables(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None) -> list[_Table]:
+def leaderboard_tables(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None = None) -> list[LeaderboardTable]:
+    """A table per model (sorted), columns per (suite, metric), methods ranked by mean retention."""
     tables = []
     for model in sorted({row.model for row in rows}):
         shown = [row for row in rows if row.model == model and _selected(row, metrics)]
@@ -161,7 +155,7 @@ def _tables(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None) -> 
     return tables
 
 
-def _model_table(model: str, rows: list[LeaderboardRow]) -> _Table:
+def _model_table(model: str, rows: list[LeaderboardRow]) -> LeaderboardTable:
     higher_is_better = {(row.suite, row.metric): row.higher_is_better for row in rows}
     columns = sorted(higher_is_better)
     by_method: dict[str, dict[tuple[str, str], LeaderboardRow]] = {}
@@ -172,19 +166,22 @@ def _model_table(model: str, rows: list[LeaderboardRow]) -> _Table:
         first = next(iter(cells.values()))
         retentions = [cell.retention for cell in cells.values() if cell.retention is not None]
         mean = sum(retentions) / len(retentions) if retentions else None
-        mean_cell = _MISSING if mean is None else _percent(mean)
+        mean_cell = MISSING if mean is None else percent(mean)
         if 0 < len(retentions) < len(columns):
             mean_cell += f" ({len(retentions)}/{len(columns)})"
-        line = [method, _percent(first.achieved_sparsity), *(_cell(cells.get(column)) for column in columns), mean_cell]
-        ranked.append(((first.method_name != DENSE, mean is None, -(mean or 0.0), method), line))
+        line = [method, percent(first.achieved_sparsity), *(_cell(cells.get(column)) for column in columns), mean_cell]
+        shown = [None, None, *(cells[column].retention if column in cells else None for column in columns), mean]
+        ranked.append(((first.method_name != DENSE, mean is None, -(mean or 0.0), method), line, shown))
     arrows = [f"{suite} {metric} {'↑' if higher_is_better[(suite, metric)] else '↓'}" for suite, metric in columns]
     has_dense = any(row.method_name == DENSE for row in rows)
-    return _Table(
+    ranked.sort(key=lambda entry: entry[0])
+    return LeaderboardTable(
         model=model,
         header=["method", "sparsity", *arrows, "mean retention"],
-        body=[line for _, line in sorted(ranked)],
+        body=[line for _, line, _ in ranked],
         right=[False] + [True] * (len(columns) + 2),
         notes=[] if has_dense else [f"no dense run of {model}, so no retention"],
+        retention=[shown for _, _, shown in ranked],
     )
 
 
@@ -195,30 +192,8 @@ def _selected(row: LeaderboardRow, metrics: Collection[str] | None) -> bool:
 
 def _cell(row: LeaderboardRow | None) -> str:
     if row is None:
-        return _MISSING
+        return MISSING
     if row.retention is None:
-        return _number(row.value)
-    return f"{_number(row.value)} ({row.retention:.0%})"
+        return number(row.value)
+    return f"{number(row.value)} ({row.retention:.0%})"
 
-
-def _number(value: float) -> str:
-    """Short and readable: 18.31 (perplexity), 0.457 (accuracy), 1,234 (a collapsed perplexity)."""
-    if not math.isfinite(value):
-        return str(value)
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
-def _percent(fraction: float) -> str:
-    return f"{fraction:.1%}"
-
-
-def _widths(lines: list[list[str]]) -> list[int]:
-    return [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
-
-
-def _pad(cells: list[str], widths: list[int], right: list[bool]) -> list[str]:
-    return [cell.rjust(width) if is_right else cell.ljust(width) for cell, width, is_right in zip(cells, widths, right)]

@@ -8,6 +8,7 @@ can be compared across time; `run_id` is unique per flow run.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +72,21 @@ class AllocationRow(Record):
     block_score: float | None = None  # what set the block's sparsity (ECoFLaP score, OWL outlier ratio)
 
 
+class RedundancyRow(Record):
+    """One cell of a layer-redundancy matrix: cos(h_i, h_j), j > i, where h_i is the hidden state
+    entering decoder layer i and h_L the last layer's output (the matrix is symmetric with a unit
+    diagonal, so only the upper triangle is stored). INTERLACE ranks triplets by s_3(i) = cell
+    (i, i + 3) and picks inside them by s_1 (arXiv 2511.19676); ShortGPT's Block Influence of layer
+    i is 1 - cell (i, i + 1)."""
+
+    run_id: str
+    method: str  # the layer-drop method whose selection read the matrix, e.g. "interlace"
+    kind: Literal["cos_mean", "cos_last"]  # cosine averaged over all tokens, or on the last token only
+    i: int = Field(ge=0)
+    j: int = Field(ge=0)
+    value: float
+
+
 class RunBundle(Record):
     """Everything one run records, written in one transaction."""
 
@@ -78,3 +94,4 @@ class RunBundle(Record):
     results: list[ResultRow] = Field(default_factory=list)
     stages: list[StageRecord] = Field(default_factory=list)
     allocations: list[AllocationRow] = Field(default_factory=list)
+    redundancy: list[RedundancyRow] = Field(default_factory=list)

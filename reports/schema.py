@@ -19,7 +19,7 @@ import duckdb
 
 from pruning.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -106,7 +106,26 @@ def _v2_block_scores(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("ALTER TABLE allocations ADD COLUMN block_score DOUBLE")
 
 
-MIGRATIONS: Sequence[Migration] = (_v1_initial_tables, _v2_block_scores)
+def _v3_layer_redundancy(connection: duckdb.DuckDBPyConnection) -> None:
+    """Layer-redundancy matrices (cosine similarity of the hidden states entering layers i and j),
+    for the report's heatmaps. `kind` is checked by the record, not by a CHECK constraint: DuckDB
+    cannot drop a constraint, so a later kind would otherwise need the table rebuilt."""
+    connection.execute(
+        """
+        CREATE TABLE redundancy (
+            run_id VARCHAR NOT NULL,
+            method VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            i INTEGER NOT NULL CHECK (i >= 0),
+            j INTEGER NOT NULL CHECK (j >= 0),
+            value DOUBLE NOT NULL,
+            PRIMARY KEY (run_id, method, kind, i, j)
+        )
+        """
+    )
+
+
+MIGRATIONS: Sequence[Migration] = (_v1_initial_tables, _v2_block_scores, _v3_layer_redundancy)
 
 
 def current_version(connection: duckdb.DuckDBPyConnection) -> int:

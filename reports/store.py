@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_expon
 
 from pruning.errors import StoreError
 from reports import schema
-from reports.records import AllocationRow, Record, ResultRow, RunBundle, RunRecord, StageRecord
+from reports.records import AllocationRow, Record, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 _INSERT_CHUNK_ROWS = 200  # rows per multi-row INSERT: about 7x faster than executemany in DuckDB
@@ -32,6 +32,7 @@ _TABLES: dict[str, tuple[type[Record], str]] = {
     "results": (ResultRow, "run_id, suite, metric"),
     "stages": (StageRecord, "run_id, stage"),
     "allocations": (AllocationRow, "run_id, modality, block, layer"),
+    "redundancy": (RedundancyRow, "run_id, method, kind, i, j"),
 }
 
 # timestamps go in (naive ones taken as UTC) and come back in UTC, whatever the host's zone
@@ -60,7 +61,13 @@ class ResultStore:
         keeps no stale row its new bundle no longer has, and recording twice changes nothing.
         """
         run_id = bundle.run.run_id
-        strays = {row.run_id for rows in (bundle.results, bundle.stages, bundle.allocations) for row in rows}
+        tables = {
+            "results": bundle.results,
+            "stages": bundle.stages,
+            "allocations": bundle.allocations,
+            "redundancy": bundle.redundancy,
+        }
+        strays = {row.run_id for rows in tables.values() for row in rows}
         if strays - {run_id}:
             raise ValueError(f"bundle of run {run_id} holds rows of other runs: {sorted(strays - {run_id})}")
 
@@ -68,9 +75,8 @@ class ResultStore:
             for table in _TABLES:
                 connection.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             _insert(connection, "runs", [bundle.run])
-            _insert(connection, "results", bundle.results)
-            _insert(connection, "stages", bundle.stages)
-            _insert(connection, "allocations", bundle.allocations)
+            for table, rows in tables.items():
+                _insert(connection, table, rows)
 
         self._write(f"recording run {run_id} ({bundle.run.model}, {bundle.run.method_label})", write)
 
@@ -89,6 +95,9 @@ class ResultStore:
     def allocations(self, run_id: str | None = None) -> list[AllocationRow]:
         return self._read(lambda connection: _select(connection, "allocations", run_id=run_id))
 
+    def redundancy(self, run_id: str | None = None) -> list[RedundancyRow]:
+        return self._read(lambda connection: _select(connection, "redundancy", run_id=run_id))
+
     def bundle(self, run_id: str) -> RunBundle | None:
         """Everything recorded for one run, read in one transaction; None if there is no such run."""
 
@@ -101,6 +110,7 @@ class ResultStore:
                 results=_select(connection, "results", run_id=run_id),
                 stages=_select(connection, "stages", run_id=run_id),
                 allocations=_select(connection, "allocations", run_id=run_id),
+                redundancy=_select(connection, "redundancy", run_id=run_id),
             )
 
         return self._read(read)

@@ -146,3 +146,11 @@ class DroppedCheckpoint(Artifact):
     def achieved_sparsity(self) -> float:
         """Comparable with weight sparsity: the share of prunable-linear weights gone."""
         return self.prunable_removed / self.prunable_total
+
+
+class RegressionOutcome(Artifact):
+    """A flow run's results against the previous run of each configuration (`prunebench compare`)."""
+
+    markdown: str
+    n_worse: int
+    n_better: int

@@ -5,6 +5,7 @@ from prefect import task
 from reports.leaderboard import leaderboard, to_markdown
 from reports.records import RunBundle
 from reports.store import ResultStore
+from tasks.artifacts import RegressionOutcome
 
 
 # Not cached: recording is idempotent (keyed by run id + suite + metric) and must happen every run.
@@ -19,3 +20,25 @@ def leaderboard_markdown(database: str, models: list[str], experiment: str | Non
     store = ResultStore(database)
     rows = [row for row in leaderboard(store, experiment=experiment) if row.model in models]
     return to_markdown(rows)
+
+
+@task(task_run_name="report[{experiment}]", retries=2, retry_delay_seconds=5)
+def report_markdown_for(database: str, experiment: str) -> str:
+    """The full report of an experiment (leaderboard, curves, allocations, redundancy, speed) as markdown."""
+    from reports.markdown import report_markdown
+    from reports.sections import report_sections
+
+    return report_markdown(report_sections(ResultStore(database), experiment=experiment))
+
+
+@task(task_run_name="regressions[{flow_run_id}]", retries=2, retry_delay_seconds=5)
+def regression_check(database: str, flow_run_id: str) -> RegressionOutcome:
+    """Every run this flow run recorded against the previous run of its configuration."""
+    from reports.regressions import compare_flow_run, to_markdown as comparison_markdown
+
+    comparison = compare_flow_run(ResultStore(database), flow_run_id)
+    return RegressionOutcome(
+        markdown=comparison_markdown(comparison) if not comparison.is_empty else "No earlier run of these configurations to compare with.",
+        n_worse=len(comparison.worse),
+        n_better=len(comparison.better),
+    )

@@ -26,7 +26,7 @@ def toy_vlm_checkpoint(spec: ToyVLMSpec, imageqa_root: str, cache_dir: str, code
     logger = get_run_logger()
     with measure_resources() as usage:
         records = load_records(split_path(Path(imageqa_root), "train"))
-        examples = [TrainingExample(*pair) for pair in training_conversations(records, spec.train_examples, spec.max_turns, spec.seed)]
+        examples = [TrainingExample(*pair) for pair in training_conversations(records, spec.train_examples, spec.max_turns, spec.seed, spec.type_weights)]
         tokenizer = build_tokenizer(vocabulary())
         processor = build_processor(tokenizer, spec)
         model = build_model(tokenizer, spec)

@@ -45,6 +45,8 @@ class ToyVLMSpec(Spec):
     # every answer). Measured on 2 cores: 4 turns at the same steps fell to 45% test accuracy (the
     # scene types at chance) against 74% with 1, so the default is the record's own question only.
     max_turns: int = Field(1, ge=1)
+    # question-type weights of the training mix (`training_conversations`); empty: the split's own mix
+    type_weights: dict[str, float] = {}
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     # the vision tower and projector learn at lr x this: their gradient arrives through the whole

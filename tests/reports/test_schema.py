@@ -7,14 +7,21 @@ import pytest
 
 from pruning.errors import StoreError
 from reports import schema
-from reports.records import AllocationRow, ResultRow, RunRecord, StageRecord
+from reports.records import AllocationRow, RedundancyRow, ResultRow, RunRecord, StageRecord
 
-TABLES = {"runs": RunRecord, "results": ResultRow, "stages": StageRecord, "allocations": AllocationRow}
+TABLES = {
+    "runs": RunRecord,
+    "results": ResultRow,
+    "stages": StageRecord,
+    "allocations": AllocationRow,
+    "redundancy": RedundancyRow,
+}
 PRIMARY_KEYS = {
     "runs": ["run_id"],
     "results": ["run_id", "suite", "metric"],
     "stages": ["run_id", "stage"],
     "allocations": ["run_id", "modality", "block", "layer"],
+    "redundancy": ["run_id", "method", "kind", "i", "j"],
     "schema_version": ["version"],
 }
 
@@ -38,7 +45,7 @@ def add_notes_column(connection) -> None:  # a plausible v2: a new column with a
 
 
 def test_version_constant_counts_the_migrations():
-    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 2
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 3
 
 
 def test_tables_have_the_record_fields_in_order(connection):
@@ -62,7 +69,7 @@ def test_migrate_creates_then_is_a_no_op(connection):
     assert schema.current_version(connection) == 0
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
-    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,)]
+    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,)]
 
 
 def test_older_database_is_migrated_with_rows_intact(connection):
@@ -83,8 +90,50 @@ def test_v1_allocations_gain_an_empty_block_score():
         schema.migrate(connection, schema.MIGRATIONS[:1])
         connection.execute("INSERT INTO allocations VALUES ('run-1', 'language', 0, 'mlp.up_proj', 4096, 0.5, 0.5)")
         connection.execute("COMMIT")
-        assert schema.migrate(connection) == 2
+        assert schema.migrate(connection) == schema.SCHEMA_VERSION
         assert connection.execute("SELECT layer, target_sparsity, block_score FROM allocations").fetchall() == [("mlp.up_proj", 0.5, None)]
+
+
+V2_ROWS = {
+    "runs": "('run-1', 'flow-1', 'smoke', 'hash', 'smollm2-135m', 'packaged:smollm2-135m', 'wanda', 'wanda 50%', "
+    "'{}', 0.5, 0.49, 1000, 490, 0, 'abc', '{}', 'box', 'cpu', TIMESTAMPTZ '2025-03-01 12:00:00+00', "
+    "TIMESTAMPTZ '2025-03-01 12:05:00+00')",
+    "results": "('run-1', 'jargon_ppl', 'word_perplexity', 18.31, NULL, false, 64)",
+    "stages": "('run-1', 'prune', 1.5, 0.8, NULL, false)",
+    "allocations": "('run-1', 'language', 0, 'mlp.up_proj', 4096, 0.5, 0.49, 0.25)",
+}
+
+
+def test_a_v2_database_gains_the_redundancy_table_and_loses_nothing(tmp_path):
+    path = tmp_path / "v2.duckdb"
+    with duckdb.connect(str(path)) as connection:  # a file as version 2 of prunebench wrote it
+        connection.execute("BEGIN")
+        schema.migrate(connection, schema.MIGRATIONS[:2])
+        for table, row in V2_ROWS.items():
+            connection.execute(f"INSERT INTO {table} VALUES {row}")
+        connection.execute("COMMIT")
+        before = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("BEGIN")
+        assert [version for version, _ in schema.pending_migrations(connection)] == [3]
+        assert schema.migrate(connection) == 3
+        connection.execute("COMMIT")
+        assert {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS} == before
+        assert connection.execute("SELECT count(*) FROM redundancy").fetchone() == (0,)
+        connection.execute("INSERT INTO redundancy VALUES ('run-1', 'interlace', 'cos_mean', 0, 3, 0.91)")
+        with pytest.raises(duckdb.ConstraintException):  # the key: one value per (run, method, kind, i, j)
+            connection.execute("INSERT INTO redundancy VALUES ('run-1', 'interlace', 'cos_mean', 0, 3, 0.5)")
+
+
+PROVENANCE = ("git_commit", "package_versions", "config_hash", "seed", "host", "device", "started_at", "finished_at")
+
+
+def test_every_run_carries_its_provenance(connection):
+    schema.migrate(connection)
+    nullable = dict(connection.execute(
+        "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'runs'"
+    ).fetchall())  # fmt: skip
+    assert {column: nullable.get(column) for column in PROVENANCE} == dict.fromkeys(PROVENANCE, "NO")
 
 
 def test_failing_migration_rolls_back_every_step(connection):

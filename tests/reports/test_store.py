@@ -16,7 +16,7 @@ import pytest
 
 from pruning.errors import StoreError
 from reports import schema, store as store_module
-from reports.records import AllocationRow, ResultRow, RunBundle, RunRecord, StageRecord
+from reports.records import AllocationRow, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from reports.store import ResultStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -43,11 +43,15 @@ def bundle(run_id: str = "run-1", ppl: float = 18.31, acc: float = 0.5, target: 
                           target_sparsity=target, achieved_sparsity=0.5)
             for block in range(3) for layer in ("mlp.up_proj", "self_attn.q_proj")
         ],  # fmt: skip
+        redundancy=[
+            RedundancyRow(run_id=run_id, method="interlace", kind=kind, i=i, j=j, value=1.0 - 0.1 * (j - i))
+            for kind in ("cos_mean", "cos_last") for i in range(3) for j in range(i + 1, 4)
+        ],  # fmt: skip
     )
 
 
 def counts(store: ResultStore) -> dict[str, int]:
-    tables = ("runs", "results", "stages", "allocations")
+    tables = ("runs", "results", "stages", "allocations", "redundancy")
     return {table: store.query(f"SELECT count(*) AS n FROM {table}")[0]["n"] for table in tables}
 
 
@@ -65,6 +69,8 @@ def test_a_recorded_bundle_reads_back_equal(store):
     store.record(original)
     read = store.bundle("run-1")
     assert read.run == original.run and read.stages == original.stages and read.allocations == original.allocations
+    in_key_order = sorted(original.redundancy, key=lambda row: (row.method, row.kind, row.i, row.j))
+    assert read.redundancy == store.redundancy("run-1") == in_key_order
     assert sorted_results(store, "run-1") == sorted(original.results, key=lambda row: (row.suite, row.metric))
     assert read.run.finished_at == T0 + timedelta(minutes=3) and read.run.finished_at.utcoffset() == timedelta(0)
     assert store.bundle("no-such-run") is None
@@ -75,7 +81,7 @@ def test_recording_twice_adds_no_rows(store):
     store.record(bundle())
     once = counts(store)
     store.record(bundle())
-    assert counts(store) == once == {"runs": 1, "results": 2, "stages": 1, "allocations": 6}
+    assert counts(store) == once == {"runs": 1, "results": 2, "stages": 1, "allocations": 6, "redundancy": 12}
 
 
 def test_rerecording_a_run_replaces_its_rows(store):
@@ -85,6 +91,8 @@ def test_rerecording_a_run_replaces_its_rows(store):
     store.record(changed.model_copy(update={"results": changed.results[:1]}))  # acc no longer recorded
     assert [(row.metric, row.value) for row in store.results("run-1")] == [("word_perplexity", 25.0)]
     assert len(store.results("run-2")) == 2  # the other run untouched
+    store.record(changed.model_copy(update={"redundancy": changed.redundancy[:2]}))
+    assert len(store.redundancy("run-1")) == 2 and len(store.redundancy("run-2")) == 12
 
 
 def test_a_failing_write_leaves_nothing_and_keeps_earlier_rows(store):
@@ -124,7 +132,7 @@ def test_duplicate_keys_in_one_bundle_are_refused_whole(store):
     twice = bundle()
     with pytest.raises(StoreError, match="(?i)duplicate key"):
         store.record(twice.model_copy(update={"results": twice.results * 2}))
-    assert counts(store) == {"runs": 0, "results": 0, "stages": 0, "allocations": 0}
+    assert counts(store) == {"runs": 0, "results": 0, "stages": 0, "allocations": 0, "redundancy": 0}
 
 
 def test_rows_of_another_run_are_refused_before_opening(store):
@@ -298,3 +306,48 @@ def test_threads_of_one_process_take_turns(store):
     for thread in threads:
         thread.join(timeout=60)
     assert failures == [] and counts(store)["runs"] == 12
+
+
+WRITER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_store import bundle
+from reports.store import ResultStore
+store = ResultStore(sys.argv[2], lock_timeout_s=60)
+prefix, count = sys.argv[3], int(sys.argv[4])
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+for index in range(count):
+    store.record(bundle(f"{prefix}-{index}"))
+"""
+
+
+def test_two_processes_writing_at_once_lose_no_rows(store):
+    runs_each = 15
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(Path(__file__).parent), str(store.path), name, str(runs_each)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("first", "second")
+    ]  # fmt: skip
+    try:
+        for writer in writers:  # both have imported everything; release them at the same moment
+            assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+        for writer in writers:
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        outcomes = [writer.communicate(timeout=120) for writer in writers]
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
+    assert [writer.returncode for writer in writers] == [0, 0], [err for _, err in outcomes]
+    one = bundle()
+    assert counts(store) == {
+        "runs": 2 * runs_each,
+        "results": 2 * runs_each * len(one.results),
+        "stages": 2 * runs_each * len(one.stages),
+        "allocations": 2 * runs_each * len(one.allocations),
+        "redundancy": 2 * runs_each * len(one.redundancy),
+    }
+    assert {run.run_id for run in store.runs()} == {f"{name}-{i}" for name in ("first", "second") for i in range(runs_each)}

@@ -54,3 +54,25 @@ def test_training_conversations_are_a_seeded_sample_with_images(small_build):
     assert [turns for _, turns in pairs] == [turns for _, turns in training_conversations(records, 5, 1, seed=3)]
     assert [turns for _, turns in pairs] != [turns for _, turns in training_conversations(records, 5, 1, seed=4)]
     assert len(training_conversations(records, 10**6, 1, seed=0)) == len(records)  # capped at the split
+
+
+def test_type_weights_set_each_question_types_share_of_the_mix(small_build):
+    from collections import Counter
+
+    import pytest
+
+    from evals.imageqa.prompts import training_conversations
+    from evals.imageqa.questions import SHAPE_QUESTION
+
+    records = load_records(split_path(small_build, "train"))  # 20 per type, scenes answer more
+    pairs = training_conversations(records, 120, 1, seed=0, type_weights={"shape": 2.0})
+    asked = Counter(turns[0][0] for _, turns in pairs)
+    n_shape = asked[question_text({"question": SHAPE_QUESTION})]
+    assert len(pairs) == 120 and n_shape == round(120 * 2 / 7)  # weight 2 of 2 + 5 x 1
+    assert n_shape > 20  # more shape questions than the split's own shape records: others' images re-asked
+    again = training_conversations(records, 120, 1, seed=0, type_weights={"shape": 2.0})
+    assert [turns for _, turns in again] == [turns for _, turns in pairs]
+    with pytest.raises(ValueError, match="question types"):
+        training_conversations(records, 10, 1, seed=0, type_weights={"shapes": 2.0})
+    with pytest.raises(ValueError, match="max_turns=1"):
+        training_conversations(records, 10, 2, seed=0, type_weights={"shape": 2.0})
