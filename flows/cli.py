@@ -50,6 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", type=Path, help="checkpoints, caches and Prefect state (default: output.workdir)")
     run.set_defaults(command=cmd_run)
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="run models x methods x ratios of a config, the branches concurrently under a task runner",
+        description=(
+            "Like `run`, with ratios from the command line: every method with a `sparsity` (`drop_ratio`) field runs "
+            "once per value of --sparsity (--drop-ratio); dense and N:M methods run once. Stages the methods share "
+            "(model, calibration, block scores, layer redundancy, SLEB orders) run first, once; the branches then run "
+            "CONCURRENCY at a time in threads, or on a Dask cluster (--runner dask): a local cluster of worker "
+            "processes, or a running scheduler given by --dask-address whose workers import this repository, see the "
+            "same paths and reach the same Prefect API (PREFECT_API_URL; see `prunebench server`)."
+        ),
+        epilog="Example: prunebench sweep configs/smoke.yaml --sparsity 0.3,0.5,0.7 --drop-ratio 0.25 --concurrency 2",
+    )
+    sweep.add_argument("config", type=Path, help="experiment YAML, e.g. configs/smoke.yaml")
+    sweep.add_argument("--sparsity", type=_ratios, metavar="S[,S...]", help="target sparsities, e.g. 0.5,0.6,0.7")
+    sweep.add_argument("--drop-ratio", type=_ratios, metavar="R[,R...]", help="shares of decoder layers to drop, e.g. 0.25,0.5")
+    sweep.add_argument("--concurrency", type=_positive_int, default=2, help="branches running at once (default: 2)")
+    sweep.add_argument("--runner", choices=("thread", "dask"),
+                       help="thread: Prefect's thread pool (default); dask: prefect-dask on a Dask cluster")  # fmt: skip
+    sweep.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="scheduler of a running Dask cluster (implies --runner dask)")
+    sweep.add_argument("--dask-workers", type=_positive_int, metavar="N",
+                       help="worker processes of the local Dask cluster (implies --runner dask; default: CONCURRENCY)")  # fmt: skip
+    sweep.add_argument("--database", type=Path, help="DuckDB file for results (default: the config's output.database)")
+    sweep.add_argument("--workdir", type=Path, help="checkpoints, caches and Prefect state (default: output.workdir)")
+    sweep.set_defaults(command=cmd_sweep)
+
     validate = commands.add_parser("validate", help="check a config without running anything")
     validate.add_argument("config", type=Path)
     validate.set_defaults(command=cmd_validate)
@@ -92,6 +118,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = commands.add_parser("methods", help="list pruning methods and their config fields")
     methods.set_defaults(command=cmd_methods)
+
+    from flows.deploy import DEFAULT_HOST, DEFAULT_PORT  # standard library only: --help stays instant
+
+    server = commands.add_parser(
+        "server",
+        help="start a local Prefect server with its UI (foreground; Ctrl-C stops it)",
+        description=(
+            "Run `prefect server start` from this environment and print the UI URL and the PREFECT_API_URL that "
+            "`prunebench run`, `prunebench deploy` and workers must use. Its database (runs, deployments, schedules) "
+            "lives in WORKDIR/prefect, or in PREFECT_HOME when that is set."
+        ),
+    )
+    server.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"interface to bind (default: {DEFAULT_HOST}; 0.0.0.0 lets workers on other machines in)")  # fmt: skip
+    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
+    server.add_argument("--workdir", type=Path, default=Path(".prunebench"), help="Prefect home is WORKDIR/prefect (default: .prunebench)")
+    server.set_defaults(command=cmd_server)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="deploy the benchmark of CONFIG on a cron schedule to a Prefect server, and serve it",
+        description=(
+            "Create (or update) the deployment benchmark/NAME on the Prefect server at --api-url, with a cron "
+            "schedule and CONFIG's paths as parameters, then run its scheduled runs in this process until Ctrl-C "
+            "(which pauses the schedule). --no-serve only registers it; --pool puts it in a process work pool "
+            "whose workers (`prefect worker start --pool NAME`, one per GPU machine) run it."
+        ),
+        epilog='Example: prunebench server & prunebench deploy configs/default.yaml --cron "0 3 * * *"',
+    )
+    deploy.add_argument("config", type=Path, help="experiment YAML, e.g. configs/default.yaml")
+    deploy.add_argument("--cron", required=True, help='cron expression: minute hour day-of-month month day-of-week, e.g. "0 3 * * *"')
+    deploy.add_argument("--timezone", default="UTC", help="IANA timezone of the cron schedule (default: UTC)")
+    deploy.add_argument("--name", help="deployment name (default: the config's name)")
+    deploy.add_argument("--api-url",
+                        help=f"Prefect API (default: $PREFECT_API_URL, else http://{DEFAULT_HOST}:{DEFAULT_PORT}/api, where `prunebench server` listens)")  # fmt: skip
+    deploy.add_argument("--database", type=Path, help="DuckDB file for results (default: the config's output.database)")
+    deploy.add_argument("--workdir", type=Path, help="checkpoints, caches and Prefect state (default: output.workdir)")
+    where = deploy.add_mutually_exclusive_group()
+    where.add_argument("--no-serve", action="store_true", help="only create/update the deployment; something else serves it")
+    where.add_argument("--pool", help="create it in this process work pool instead of serving it here")
+    deploy.set_defaults(command=cmd_deploy)
     return parser
 
 
@@ -114,6 +181,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(markdown)
     print(f"\nresults: {config.output.database}   (prunebench report --database {config.output.database})")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+    from flows.runtime import configure_environment
+
+    dask_options = args.dask_address is not None or args.dask_workers is not None
+    if args.runner == "thread" and dask_options:
+        raise PrunebenchError("--dask-address and --dask-workers need --runner dask")
+    if args.dask_address is not None and args.dask_workers is not None:
+        raise PrunebenchError("--dask-workers sizes a local cluster; a running one (--dask-address) has its own workers")
+    runner = args.runner or ("dask" if dask_options else "thread")
+    config = load_config(args.config, {"database": args.database, "workdir": args.workdir})  # fails here, before anything loads
+    configure_environment(config.output.workdir)
+    from flows.benchmark import preflight
+    from flows.sweep import expand_ratios, run_sweep, task_runner
+
+    swept = expand_ratios(config, args.sparsity, args.drop_ratio, source=str(args.config))
+    preflight(swept)
+    n_branches = sum(len(study.methods) for study in swept.studies)
+    where = args.dask_address or (f"{args.dask_workers or args.concurrency} local Dask workers" if runner == "dask" else f"{args.concurrency} threads")
+    print(f"sweep {swept.name}: {n_branches} branches on {where}", flush=True)
+    markdown = run_sweep(
+        str(args.config.resolve()),
+        task_runner(runner, args.concurrency, args.dask_address, args.dask_workers),
+        sparsity=args.sparsity,
+        drop_ratio=args.drop_ratio,
+        database=str(config.output.database.resolve()),
+        workdir=str(config.output.workdir.resolve()),
+    )
+    print()
+    print(markdown)
+    print(f"\nresults: {config.output.database}   (prunebench report --database {config.output.database})")
+    return 0
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.5,0.6") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -199,6 +320,46 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{spec.model_fields['name'].annotation.__args__[0]:<10} {doc}")
         if fields:
             print(f"{'':<10} fields: {', '.join(fields)}")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from flows.deploy import run_server
+    from flows.runtime import configure_environment
+
+    configure_environment(args.workdir)  # PREFECT_HOME: where the server keeps its database
+    return run_server(args.host, args.port)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import os
+
+    from flows import deploy
+    from flows.config import load_config
+    from flows.runtime import configure_environment
+
+    config = load_config(args.config, {"database": args.database, "workdir": args.workdir})  # fails at the door
+    api_url = deploy.resolve_api_url(args.api_url)
+    os.environ["PREFECT_API_URL"] = api_url  # before Prefect imports: every client below talks to this server
+    configure_environment(config.output.workdir)
+    schedule = deploy.cron_schedule(args.cron, args.timezone)  # a bad expression fails before the server is contacted
+    deploy.require_server(api_url)
+    if args.pool:
+        deploy.require_process_pool(args.pool)
+    from flows.benchmark import preflight
+
+    preflight(config)
+    name = args.name or config.name
+    deployment = deploy.benchmark_deployment(args.config, config, schedule, name, pool=args.pool)
+    what = f"deployment {deploy.FLOW_NAME}/{name} (cron {args.cron!r}, {args.timezone}) on {api_url}"
+    if args.pool or args.no_serve:
+        deployment_id = deploy.register(deployment)
+        print(f"{what}: {deploy.ui_url_of(api_url)}/deployments/deployment/{deployment_id}")
+        print(f"its runs start when a worker polls work pool {args.pool!r}: prefect worker start --pool {args.pool}"
+              if args.pool else "nothing runs it yet: serve it with the same command without --no-serve")  # fmt: skip
+        return 0
+    print(f"serving {what}; Ctrl-C stops serving and pauses the schedule", flush=True)
+    deploy.serve(deployment)
     return 0
 
 
