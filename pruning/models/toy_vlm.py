@@ -45,13 +45,12 @@ class ToyVLMSpec(Spec):
     # every answer). Measured on 2 cores: 4 turns at the same steps fell to 45% test accuracy (the
     # scene types at chance) against 74% with 1, so the default is the record's own question only.
     max_turns: int = Field(1, ge=1)
-    # question-type weights of the training mix (`training_conversations`); empty: the split's own mix
+    # question-type weights of the training mix (`training_conversations`); empty: the split's own mix.
+    # Measured on 2 cores (4,800 examples, 6 epochs): {"shape": 2, "relation": 1.5} fell to 49% test
+    # accuracy (shape at chance) against 74% with the split's own mix.
     type_weights: dict[str, float] = {}
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
-    # the vision tower and projector learn at lr x this: their gradient arrives through the whole
-    # language model, and shape recognition is what lagged (the tower alone learns it readily)
-    vision_lr_scale: float = Field(1.0, gt=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = 0.01
     seed: int = 0
@@ -186,16 +185,10 @@ def train_toy_vlm(
     steps_per_epoch = math.ceil(len(examples) / spec.batch_size)
     total = steps_per_epoch * spec.epochs
     warmup = max(1, int(spec.warmup_fraction * total))
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, parameter in model.named_parameters():
-        decays = parameter.ndim >= 2 and "embed" not in name
-        visual = not name.startswith(("model.language_model.", "lm_head."))
-        groups.setdefault((decays, visual), []).append(parameter)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
-        [
-            {"params": params, "weight_decay": spec.weight_decay if decays else 0.0, "lr": spec.lr * (spec.vision_lr_scale if visual else 1.0)}
-            for (decays, visual), params in groups.items()
-        ],
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=spec.lr,
         betas=(0.9, 0.98),
     )
