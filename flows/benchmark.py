@@ -2,7 +2,9 @@
 
 model → calibration set → pruned checkpoint → scores → DuckDB → leaderboard. Every computing
 stage is cached on its inputs and the code fingerprint, so rerunning a config recomputes nothing
-and a crashed run resumes from the last finished stage.
+and a crashed run resumes from the last finished stage. The stages a study's methods share run
+first, once; then each (study, method) is a branch, a task of its own: run in turn here, or all at
+once under a task runner by the sweep (flows/sweep.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
@@ -21,13 +24,15 @@ from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from flows import provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from pruning.allocation import allocate
-from pruning.models.sources import decoder_layer_count, is_complete_checkpoint
+from pruning.errors import PrunebenchError
+from pruning.models.sources import checkpoint_problem, decoder_layer_count
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
 from pruning.specs import LAYER_DROP_METHODS
 from reports.records import AllocationRow, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from tasks.artifacts import (
-    CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint, PrunedCheckpoint, StageUsage,
+    Artifact, BlockScoresResult, CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
+    PrunedCheckpoint, SlebResult, StageUsage,
 )
 from tasks.calibration import calibration_set
 from tasks.common import code_fingerprint
@@ -49,86 +54,46 @@ def benchmark(config_path: str, database: str | None = None, workdir: str | None
     return run_experiment(config)
 
 
-def run_experiment(config: ExperimentConfig) -> str:
+class MethodInputs(Artifact):
+    """What one (study, method) branch reads from its study's shared stages, all computed before any
+    branch starts: concurrent branches then never race to compute the same cached stage."""
+
+    base: ModelCheckpoint
+    trained: StageUsage | None = None  # the toy VLM's training, when the study trained it
+    calibration: CalibrationSet | None = None
+    scores: BlockScoresResult | None = None
+    redundancy: LayerRedundancyResult | None = None
+    sleb: SlebResult | None = None
+
+
+def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
+    """Shared stages first (suites, image data, then per study: toy-VLM training, model, calibration,
+    every distinct block scoring, layer redundancy, SLEB orders), then one branch per (study, method):
+    in turn in the flow's thread (`prunebench run`), or submitted to the flow's task runner all at
+    once (`fan_out`, `prunebench sweep`). Every branch records its own run; the leaderboard follows."""
     logger = get_run_logger()
     code = code_fingerprint()
     workdir = str(config.output.workdir.resolve())
     database = str(config.output.database.resolve())
     cache_dir = str(config.output.cache_dir.resolve())
     local_suites = sorted({s for study in config.studies for s in study.eval.suites if s in LOCAL_SUITES})
-    suites_dir = _rebuilt_if_missing(eval_suites, lambda p: Path(p).is_dir(), names=local_suites, workdir=workdir, cache_dir=cache_dir, code=code)
+    suites_dir = _rebuilt_if_missing(eval_suites, _missing_directory, names=local_suites, workdir=workdir, cache_dir=cache_dir, code=code)
     image_root = None
     if any(uses_images(study) for study in config.studies):
-        image_root = _rebuilt_if_missing(imageqa_data, lambda p: Path(p).is_dir(), cache_dir=cache_dir, code=code)
+        image_root = _rebuilt_if_missing(imageqa_data, _missing_directory, cache_dir=cache_dir, code=code)
     image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
 
-    models = []
+    branches = []
     for study in config.studies:
-        models.append(study.model.label)
-        trained_stages = {}
-        if study.model.source == f"packaged:{TOY_VLM}":
-            trained = _rebuilt_if_missing(
-                toy_vlm_checkpoint,
-                lambda t: is_complete_checkpoint(Path(t.ref.path)),
-                spec=ToyVLMSpec(), imageqa_root=image_root, cache_dir=cache_dir, code=code,
-            )
-            trained_stages["train"] = trained.usage
-        base = model_checkpoint(study.model, cache_dir)
-        calibration = None
-        if any(needs_calibration(method) for method in study.methods):
-            calibration = _rebuilt_if_missing(
-                calibration_set,
-                lambda c: Path(c.path).is_file(),
-                base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir, code=code,
-            )
-        for method in study.methods:
-            started_at = datetime.now(timezone.utc)
-            pruned = None
-            checkpoint = base.ref
-            method_stages = dict(trained_stages)
-            allocation: dict = {}
-            redundancy = None
-            if getattr(method, "scores", None) is not None:
-                scored = block_scores(
-                    base=base.ref, calibration_path=calibration.path, model=study.model,
-                    calibration=study.calibration, scores=method.scores, code=code,
-                )
-                method_stages["scores"] = scored.usage
-                allocation = {"block_sparsity": allocate(method, scored.block_scores()), "block_score": scored.scores}
-            if method.name in LAYER_DROP_METHODS:
-                pruned, redundancy = _dropped(study, method, base, calibration, workdir, code, method_stages)
-                checkpoint = pruned.ref
-            elif method.name != "dense":
-                pruned = _rebuilt_if_missing(
-                    pruned_checkpoint,
-                    lambda p: is_complete_checkpoint(Path(p.ref.path)),
-                    base=base.ref,
-                    calibration_path=calibration.path if calibration and needs_calibration(method) else None,
-                    model=study.model,
-                    calibration=study.calibration,
-                    method=method,
-                    workdir=workdir,
-                    code=code,
-                    **allocation,
-                )
-                checkpoint = pruned.ref
-            if getattr(method, "finetune", None) is not None:
-                train_layers = pruned.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(checkpoint.path))))
-                finetuned = _rebuilt_if_missing(
-                    finetuned_checkpoint,
-                    lambda f: is_complete_checkpoint(Path(f.ref.path)),
-                    checkpoint=checkpoint, model=study.model, train_layers=train_layers, finetune_spec=method.finetune,
-                    corpus=study.calibration.corpus, label=method.label, workdir=workdir, cache_dir=cache_dir, code=code,
-                )
-                method_stages["finetune"] = finetuned.usage
-                checkpoint = finetuned.ref
-            scores = eval_scores(
-                checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, image_tasks, code
-            )
-            bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, method_stages, redundancy)
-            recorded_run(bundle, database)
-            logger.info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
+        with tags(f"model:{study.model.label}"):
+            inputs = study_stages(study, image_root, workdir, cache_dir, code)
+        branches += [
+            dict(config=config, study=study, method=method, inputs=method_inputs, suites_dir=suites_dir, image_tasks=image_tasks, code=code)
+            for method, method_inputs in zip(study.methods, inputs)
+        ]
+    (_fanned_out if fan_out else _in_turn)(branches)
 
+    models = list(dict.fromkeys(study.model.label for study in config.studies))
     markdown = leaderboard_markdown(database, models, config.name)
     key = config.name.lower().replace("_", "-").replace(".", "-")
     create_markdown_artifact(markdown, key=f"leaderboard-{key}", description=f"prunebench leaderboard for {config.name}")
@@ -145,26 +110,159 @@ def run_experiment(config: ExperimentConfig) -> str:
     return markdown
 
 
-def _dropped(study: StudySpec, method, base: ModelCheckpoint, calibration, workdir: str, code: str, stages: dict):
-    """Redundancy (or SLEB's order) → drop plan → dropped checkpoint; the stages' costs go into `stages`."""
-    redundancy = sleb = None
-    if needs_calibration(method):
-        redundancy = layer_redundancy_scores(base=base.ref, calibration_path=calibration.path, model=study.model,
-                                             calibration=study.calibration, code=code)
+def _in_turn(branches: list[dict]) -> None:
+    """`prunebench run`: branch after branch in the flow's thread; the first failure stops the run."""
+    for branch in branches:
+        with tags(*branch_tags(branch["study"], branch["method"])):
+            method_run(**branch)
+
+
+def _fanned_out(branches: list[dict]) -> None:
+    """`prunebench sweep`: every branch submitted to the flow's task runner at once. A failed branch
+    does not stop the others (each records its own run); the sweep fails at the end, naming it."""
+    futures = []
+    for branch in branches:
+        with tags(*branch_tags(branch["study"], branch["method"])):
+            futures.append(method_run.submit(**branch))
+    failures = []
+    for branch, future in zip(branches, futures):
+        try:
+            future.result()
+        except Exception as error:
+            failures.append(f"{branch['study'].model.label} / {branch['method'].label} ({type(error).__name__}: {error})")
+    if failures:
+        get_run_logger().error("%d of %d branches failed: %s", len(failures), len(branches), "; ".join(failures))
+        raise PrunebenchError(f"{len(failures)} of {len(branches)} branches failed, the others are recorded: {'; '.join(failures)}")
+
+
+def branch_tags(study: StudySpec, method) -> tuple[str, str]:
+    """Tags of every task run of a branch, to filter the UI (and set concurrency limits) by model and method."""
+    return f"model:{study.model.label}", f"method:{method.name}"
+
+
+def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_dir: str, code: str) -> list[MethodInputs]:
+    """Each stage that several methods of the study may read, computed once; one MethodInputs per method."""
+    trained = None
+    if study.model.source == f"packaged:{TOY_VLM}":
+        trained = _rebuilt_if_missing(
+            toy_vlm_checkpoint,
+            # no fingerprint check: the trained model lives in the cache directory, which several
+            # workdirs may share; any complete training of the same spec will do
+            lambda t: checkpoint_problem(Path(t.ref.path)),
+            spec=ToyVLMSpec(), imageqa_root=image_root, cache_dir=cache_dir, code=code,
+        ).usage
+    base = model_checkpoint(study.model, cache_dir)
+    calibration = None
+    if any(needs_calibration(method) for method in study.methods):
+        calibration = _rebuilt_if_missing(
+            calibration_set,
+            lambda c: None if Path(c.path).is_file() else f"{c.path} does not exist",
+            base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir, code=code,
+        )
+    measured = dict(base=base.ref, calibration_path=calibration.path if calibration else None, model=study.model,
+                    calibration=study.calibration, code=code)
+    scores: dict = {}  # ScoreSpec -> BlockScoresResult: one scoring serves every ratio and local pruner
+    sleb: dict = {}  # (layers to drop, samples) -> SlebResult
+    redundancy = None
+    inputs = []
+    for method in study.methods:
+        spec = getattr(method, "scores", None)
+        if spec is not None and spec not in scores:
+            scores[spec] = block_scores(**measured, scores=spec)
+        dropping = method.name in LAYER_DROP_METHODS
+        if dropping and needs_calibration(method) and redundancy is None:
+            redundancy = layer_redundancy_scores(**measured)
+        order = None
+        if dropping and method.selector == "sleb":
+            n_layers = len(redundancy.cos_mean) - 1 if redundancy is not None else decoder_layer_count(Path(base.ref.path))
+            order = (n_layers_to_drop(method.drop_ratio, n_layers), method.n_samples)
+            if order not in sleb:
+                sleb[order] = sleb_removal_order(**measured, n_drop=order[0], n_samples=order[1])
+        inputs.append(MethodInputs(
+            base=base, trained=trained, calibration=calibration, scores=scores.get(spec),
+            redundancy=redundancy if dropping and needs_calibration(method) else None, sleb=sleb.get(order),
+        ))
+    return inputs
+
+
+def _method_run_name(parameters: dict) -> str:
+    return f"run[{parameters['study'].model.label}, {parameters['method'].label}]"
+
+
+# A branch computes nothing itself: its stages are the cached tasks it calls (nested task runs), so
+# the branch is neither cached nor retried; it must run every time to record its run.
+@task(task_run_name=_method_run_name, cache_policy=NO_CACHE, persist_result=False)
+def method_run(
+    config: ExperimentConfig,
+    study: StudySpec,
+    method,
+    inputs: MethodInputs,
+    suites_dir: str,
+    image_tasks: str | None,
+    code: str,
+) -> str:
+    """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id."""
+    started_at = datetime.now(timezone.utc)
+    workdir = str(config.output.workdir.resolve())
+    cache_dir = str(config.output.cache_dir.resolve())
+    base, calibration = inputs.base, inputs.calibration
+    pruned = None
+    checkpoint = base.ref
+    stages = {"train": inputs.trained} if inputs.trained is not None else {}
+    allocation: dict = {}
+    if inputs.scores is not None:
+        stages["scores"] = inputs.scores.usage
+        allocation = {"block_sparsity": allocate(method, inputs.scores.block_scores()), "block_score": inputs.scores.scores}
+    if method.name in LAYER_DROP_METHODS:
+        pruned = _dropped(study, method, inputs, workdir, code, stages)
+        checkpoint = pruned.ref
+    elif method.name != "dense":
+        pruned = _rebuilt_if_missing(
+            pruned_checkpoint,
+            _checkpoint_problem,
+            base=base.ref,
+            calibration_path=calibration.path if calibration and needs_calibration(method) else None,
+            model=study.model,
+            calibration=study.calibration,
+            method=method,
+            workdir=workdir,
+            code=code,
+            **allocation,
+        )
+        checkpoint = pruned.ref
+    if getattr(method, "finetune", None) is not None:
+        train_layers = pruned.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(checkpoint.path))))
+        finetuned = _rebuilt_if_missing(
+            finetuned_checkpoint,
+            _checkpoint_problem,
+            checkpoint=checkpoint, model=study.model, train_layers=train_layers, finetune_spec=method.finetune,
+            corpus=study.calibration.corpus, label=method.label, workdir=workdir, cache_dir=cache_dir, code=code,
+        )
+        stages["finetune"] = finetuned.usage
+        checkpoint = finetuned.ref
+    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, image_tasks, code)
+    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy)
+    recorded_run(bundle, str(config.output.database.resolve()))
+    get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
+    return bundle.run.run_id
+
+
+def _dropped(study: StudySpec, method, inputs: MethodInputs, workdir: str, code: str, stages: dict) -> DroppedCheckpoint:
+    """Drop plan (from the shared redundancy or SLEB order) → dropped checkpoint; the stages' costs go into `stages`."""
+    redundancy, sleb = inputs.redundancy, inputs.sleb
+    if redundancy is not None:
         stages["redundancy"] = redundancy.usage
-    n_layers = len(redundancy.cos_mean) - 1 if redundancy is not None else decoder_layer_count(Path(base.ref.path))
-    if method.selector == "sleb":
-        sleb = sleb_removal_order(base=base.ref, calibration_path=calibration.path, model=study.model, calibration=study.calibration,
-                                  n_drop=n_layers_to_drop(method.drop_ratio, n_layers), n_samples=method.n_samples, code=code)
+    if sleb is not None:
         stages["sleb"] = sleb.usage
+    n_layers = len(redundancy.cos_mean) - 1 if redundancy is not None else decoder_layer_count(Path(inputs.base.ref.path))
     plan = drop_plan(method, n_layers, redundancy, sleb)
     dropped = _rebuilt_if_missing(
         dropped_checkpoint,
-        lambda d: is_complete_checkpoint(Path(d.ref.path)),
-        base=base.ref, model=study.model, plan=plan.to_dict(), label=method.label, workdir=workdir, code=code,
+        _checkpoint_problem,
+        base=inputs.base.ref, model=study.model, plan=plan.to_dict(), label=method.label, workdir=workdir, code=code,
     )
     get_run_logger().info("%s drops layers %s, finetunes %s, anchors %s", method.label, dropped.drop, dropped.finetune, dropped.anchor)
-    return dropped, redundancy
+    return dropped
 
 
 def uses_images(study: StudySpec) -> bool:
@@ -176,13 +274,25 @@ def uses_images(study: StudySpec) -> bool:
     )
 
 
-def _rebuilt_if_missing(task, is_intact, **parameters):
-    """Call a cached task; if the file it points to is gone or incomplete, recompute it with a warning."""
+def _rebuilt_if_missing(task, problem_of, **parameters):
+    """Call a cached task; if what its result points to is gone, incomplete or changed (`problem_of`
+    says why, or None when it is whole), recompute it with a warning instead of using it."""
     result = task(**parameters)
-    if is_intact(result):
+    problem = problem_of(result)
+    if problem is None:
         return result
-    get_run_logger().warning("cached result of %s points to missing or incomplete files; rebuilding it", task.name)
+    get_run_logger().warning("cached result of %s is unusable: %s; rebuilding it", task.name, problem)
     return task.with_options(refresh_cache=True)(**parameters)
+
+
+def _checkpoint_problem(result) -> str | None:
+    """A checkpoint a stage wrote into the workdir must be whole and unchanged since it was cached
+    (downstream cache keys hold its fingerprint)."""
+    return checkpoint_problem(Path(result.ref.path), result.ref.fingerprint)
+
+
+def _missing_directory(path: str) -> str | None:
+    return None if Path(path).is_dir() else f"{path} does not exist"
 
 
 def run_bundle(

@@ -15,7 +15,7 @@ def recorded_run(bundle: RunBundle, database: str) -> str:
     return bundle.run.run_id
 
 
-@task(task_run_name="leaderboard")
+@task(task_run_name="leaderboard", retries=2, retry_delay_seconds=5)
 def leaderboard_markdown(database: str, models: list[str], experiment: str | None = None) -> str:
     store = ResultStore(database)
     rows = [row for row in leaderboard(store, experiment=experiment) if row.model in models]

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,29 +182,37 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
     The preprocessor is the checkpoint's processor for a multimodal model (image processor +
     tokenizer), its tokenizer for a text model, or None when it was saved with neither.
     """
-    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
-
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
-        model = model_class(config).from_pretrained(
-            path,
-            config=config,
-            dtype=getattr(torch, spec.dtype),
-            use_safetensors=True,
-            trust_remote_code=spec.trust_remote_code,
-        )
-        if any((path / name).is_file() for name in _PROCESSOR_FILES):
-            preprocessor = AutoProcessor.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
-        elif any((path / name).is_file() for name in _TOKENIZER_FILES):
-            preprocessor = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
-        else:
-            preprocessor = None
+        with _LOADING:
+            from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+            config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            model = model_class(config).from_pretrained(
+                path,
+                config=config,
+                dtype=getattr(torch, spec.dtype),
+                use_safetensors=True,
+                trust_remote_code=spec.trust_remote_code,
+            )
+            if any((path / name).is_file() for name in _PROCESSOR_FILES):
+                preprocessor = AutoProcessor.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            elif any((path / name).is_file() for name in _TOKENIZER_FILES):
+                preprocessor = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            else:
+                preprocessor = None
     except Exception as err:
         raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
     return model.to(spec.device).eval(), preprocessor
+
+
+# `from_pretrained` is not thread-safe in transformers 5: it builds the model under process-wide
+# switches (the meta device, the default dtype, weight-init and tie patches) and resolves lazy
+# imports on first use, so two threads loading at once (a sweep's branches on Prefect's thread
+# pool) get meta tensors or failed imports. Loads take turns; everything after them runs in parallel.
+_LOADING = threading.Lock()
 
 
 def takes_images(path: Path) -> bool:
@@ -276,14 +285,36 @@ def checkpoint_fingerprint(path: Path) -> str:
 
 def is_complete_checkpoint(path: Path) -> bool:
     """True when `path` holds a checkpoint written by `save_checkpoint` whose files are all intact in size."""
-    manifest = Path(path) / MANIFEST
+    return checkpoint_problem(path) is None
+
+
+def checkpoint_problem(path: Path, fingerprint: str | None = None) -> str | None:
+    """Why the checkpoint in `path` must not be used, or None when it is whole.
+
+    Cheap (file sizes and times, no weights read): the directory must hold the manifest that
+    `save_checkpoint` writes last, every file the manifest lists at its recorded size (a truncated
+    or half-copied file differs), and, given the `fingerprint` a cached stage recorded, the same
+    fingerprint now (a file replaced under the same size has a new modification time).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return f"{path} does not exist"
+    manifest = path / MANIFEST
     if not manifest.is_file():
-        return False
+        return f"{path} has no {MANIFEST} (not written by prunebench, or its writing was interrupted)"
     try:
         files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError):
-        return False
-    return all((Path(path) / name).is_file() and (Path(path) / name).stat().st_size == size for name, size in files.items())
+    except (ValueError, KeyError, TypeError):
+        return f"{manifest} is unreadable"
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{file} is missing"
+        if file.stat().st_size != size:
+            return f"{file} is {file.stat().st_size} bytes where {size} were written (truncated or overwritten)"
+    if fingerprint is not None and checkpoint_fingerprint(path) != fingerprint:
+        return f"the files of {path} changed after the stage that wrote them was cached"
+    return None
 
 
 def _first_line(err: Exception) -> str:
