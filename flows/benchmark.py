@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
@@ -42,7 +42,7 @@ from tasks.finetune import finetuned_checkpoint
 from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, sleb_removal_order
 from tasks.prune import needs_calibration, pruned_checkpoint
 from tasks.scores import block_scores
-from tasks.record import leaderboard_markdown, recorded_run, regression_check, report_markdown_for
+from tasks.record import leaderboard_markdown, recorded_run, regression_check, report_html_for, report_markdown_for
 from tasks.suites import eval_suites, imageqa_data
 from tasks.toy_vlm import TOY_VLM, toy_vlm_checkpoint
 
@@ -97,6 +97,9 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     markdown = leaderboard_markdown(database, models, config.name)
     key = config.name.lower().replace("_", "-").replace(".", "-")
     create_markdown_artifact(markdown, key=f"leaderboard-{key}", description=f"prunebench leaderboard for {config.name}")
+    page = Path(report_html_for(database, config.name))
+    create_link_artifact(page.as_uri(), link_text=page.name, key=f"report-html-{key}",
+                         description=f"prunebench report for {config.name} with plots (a self-contained HTML file)")
     create_markdown_artifact(report_markdown_for(database, config.name), key=f"report-{key}",
                              description=f"prunebench report for {config.name}: curves, allocations, redundancy, speed")
     outcome = regression_check(database, flow_run.get_id() or "local")

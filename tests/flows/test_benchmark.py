@@ -62,6 +62,9 @@ def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
     (n_layers,) = query(database, "SELECT count(*) FROM allocations a JOIN runs r USING (run_id) WHERE r.method = 'wanda'")[0]
     assert n_layers == 30 * 7
     assert "wanda 50%" in first.stdout and "magnitude 50%" in first.stdout
+    # the HTML report (plots included) is written beside the database and linked as an artifact
+    page = (tmp / "report-smoke.html").read_text()
+    assert "<svg" in page and "wanda 50%" in page
 
 
 def test_second_run_recomputes_nothing(smoke_run):
