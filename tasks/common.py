@@ -38,3 +38,8 @@ def stamp(usage: ResourceUsage) -> StageUsage:
         peak_gpu_gb=None if usage.peak_gpu_gb is None else round(usage.peak_gpu_gb, 3),
         computed_by=flow_run.get_id(),
     )
+
+
+def checkpoint_slug(label: str) -> str:
+    """A method label as a directory name: `wanda 2:4 +ft` -> `wanda-2of4-+ft`, `interlace[random, train-all] 25%` -> `interlacerandom-train-all-25pct`."""
+    return label.replace(" ", "-").replace(":", "of").replace("%", "pct").replace("[", "").replace("]", "").replace(",", "")

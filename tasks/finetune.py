@@ -21,7 +21,7 @@ from pruning.models.adapters import adapter_for
 from pruning.models.sources import checkpoint_fingerprint, is_multimodal, load_model, save_checkpoint, text_tokenizer
 from pruning.specs import FinetuneSpec, ModelSpec
 from tasks.artifacts import CheckpointRef, FinetunedCheckpoint
-from tasks.common import CACHED, stamp
+from tasks.common import CACHED, checkpoint_slug, stamp
 
 LOG_EVERY_STEPS = 5
 
@@ -89,7 +89,7 @@ def finetuned_checkpoint(
             "finetuned %s: %d steps on %d examples, loss %.4f -> %.4f, %d trainable parameters",
             label, report.steps, report.examples, report.first_loss, report.last_loss, report.trainable_params,
         )
-        slug = label.replace(" ", "-").replace(":", "of").replace("%", "pct").replace("[", "").replace("]", "").replace(",", "")
+        slug = checkpoint_slug(label)
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-ft-{spec_hash(finetune_spec, checkpoint.model_dump(), {'layers': train_layers}, code)}"
         save_checkpoint(network, preprocessor, dest, extra={"finetune": finetune_spec.model_dump(mode="json"), "train_layers": train_layers})
     return FinetunedCheckpoint(

@@ -18,7 +18,7 @@ from pruning.models.sources import checkpoint_fingerprint, load_model, save_chec
 from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.artifacts import CheckpointRef, DroppedCheckpoint, LayerRedundancyResult, SlebResult
 from tasks.calibration import calibration_inputs
-from tasks.common import CACHED, stamp
+from tasks.common import CACHED, checkpoint_slug, stamp
 
 
 @task(cache_policy=CACHED, task_run_name="redundancy[{model.label}, {calibration.n_samples}x{calibration.seq_len}]")
@@ -93,7 +93,7 @@ def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label:
             linear.weight.numel() for g in adapter.groups for layer in blocks(network, g) for linear in prunable_linears(layer, g).values()
         )
         drop_layers(network, adapter, drop_plan_.drop)
-        slug = label.replace(" ", "-").replace("%", "pct").replace("[", "").replace("]", "").replace(",", "")
+        slug = checkpoint_slug(label)
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(plan, base.model_dump(), code)}"
         save_checkpoint(network, preprocessor, dest, extra={"drop_plan": plan, "method": label})
     return DroppedCheckpoint(

@@ -13,7 +13,7 @@ from pruning.models.sources import checkpoint_fingerprint, load_model, save_chec
 from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.calibration import calibration_inputs
 from tasks.artifacts import CheckpointRef, LayerSparsity, PrunedCheckpoint
-from tasks.common import CACHED, stamp
+from tasks.common import CACHED, checkpoint_slug, stamp
 
 
 def _prune_run_name(parameters: dict) -> str:
@@ -63,7 +63,7 @@ def pruned_checkpoint(
             batch_size=calibration.batch_size,
             options=method.local_options(),
         )
-        slug = method.label.replace(" ", "-").replace(":", "of").replace("%", "pct")
+        slug = checkpoint_slug(method.label)
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code)}"
         save_checkpoint(network, preprocessor, dest, extra={"method": method.model_dump(mode="json")})
     return PrunedCheckpoint(

@@ -47,16 +47,13 @@ def regression_check(database: str, flow_run_id: str) -> RegressionOutcome:
 @task(task_run_name="report-html[{experiment}]", retries=2, retry_delay_seconds=5)
 def report_html_for(database: str, experiment: str) -> str:
     """The experiment's HTML report (plots included) written beside the database; returns its path."""
-    import os
-    import uuid
     from pathlib import Path
 
+    from evals.suites.text import _write_atomic
     from reports.html import to_html
     from reports.sections import report_sections
 
     page = to_html(report_sections(ResultStore(database), experiment=experiment), source=database)
     path = Path(database).parent / f"report-{experiment}.html"
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)  # readers see the old page or the new one, never half of one
+    _write_atomic(path, page)  # readers see the old page or the new one, never half of one
     return str(path)

@@ -217,24 +217,24 @@ _LOADING = threading.Lock()
 
 def takes_images(path: Path) -> bool:
     """Whether the checkpoint in `path` is a vision-language model (its config has a vision part); reads config.json only."""
-    try:
-        config = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {Path(path) / 'config.json'}: {err}") from None
-    return "vision_config" in config
+    return "vision_config" in _config_json(path)
 
 
 def decoder_layer_count(path: Path) -> int:
     """How many decoder layers the checkpoint's language model has (`num_hidden_layers` of its text
     config, or of the config itself); reads config.json only."""
-    try:
-        config = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {Path(path) / 'config.json'}: {err}") from None
+    config = _config_json(path)
     text = config.get("text_config") or config
     if "num_hidden_layers" not in text:
         raise CheckpointError(f"{Path(path) / 'config.json'} names no num_hidden_layers for its language model")
     return int(text["num_hidden_layers"])
+
+
+def _config_json(path: Path) -> dict:
+    try:
+        return json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {Path(path) / 'config.json'}: {err}") from None
 
 
 def is_multimodal(preprocessor) -> bool:
