@@ -21,7 +21,17 @@ from evals.imageqa.prompts import answer_text, question_text, training_conversat
 from evals.imageqa.questions import vocabulary
 from evals.imageqa.records import load_image, load_records
 from evals.vlm_prompt import vlm_prompt
-from pruning.models.toy_vlm import ToyVLMSpec, TrainingExample, build_model, build_processor, build_tokenizer, train_toy_vlm
+from evals.imageqa.labels import vision_examples
+from pruning.models.toy_vlm import (
+    ToyVLMSpec,
+    TrainingExample,
+    VisionExample,
+    build_model,
+    build_processor,
+    build_tokenizer,
+    pretrain_vision_tower,
+    train_toy_vlm,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,6 +72,10 @@ def main() -> None:
     tokenizer = build_tokenizer(vocabulary())
     processor, model = build_processor(tokenizer, spec), build_model(tokenizer, spec)
     started = time.perf_counter()
+    if spec.vision_pretrain_steps:
+        vision = [VisionExample(*example) for example in vision_examples(records, spec.image_size // spec.patch_size)]
+        pretrain_vision_tower(model, processor, vision, spec)
+        print(f"vision pretraining: {time.perf_counter() - started:.0f} s")
     train_toy_vlm(model, processor, examples, spec, lambda text: vlm_prompt(processor, text))
     print(f"training: {time.perf_counter() - started:.0f} s")
     for split, split_records in (("test", load_records(split_path(root, "test"))), ("train", records[:600])):

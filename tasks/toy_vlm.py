@@ -7,13 +7,23 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from evals.imageqa.generator import split_path
+from evals.imageqa.labels import vision_examples
 from evals.imageqa.prompts import training_conversations
 from evals.imageqa.questions import vocabulary
 from evals.imageqa.records import load_records
 from evals.measure import measure_resources
 from evals.vlm_prompt import vlm_prompt
 from pruning.models.sources import checkpoint_fingerprint, save_checkpoint
-from pruning.models.toy_vlm import ToyVLMSpec, TrainingExample, build_model, build_processor, build_tokenizer, train_toy_vlm
+from pruning.models.toy_vlm import (
+    ToyVLMSpec,
+    TrainingExample,
+    VisionExample,
+    build_model,
+    build_processor,
+    build_tokenizer,
+    pretrain_vision_tower,
+    train_toy_vlm,
+)
 from tasks.artifacts import CheckpointRef, TrainedModel
 from tasks.common import CACHED, stamp
 
@@ -30,10 +40,21 @@ def toy_vlm_checkpoint(spec: ToyVLMSpec, imageqa_root: str, cache_dir: str, code
         tokenizer = build_tokenizer(vocabulary())
         processor = build_processor(tokenizer, spec)
         model = build_model(tokenizer, spec)
+        vision_losses = []
+        if spec.vision_pretrain_steps:
+            vision = [VisionExample(*example) for example in vision_examples(records, spec.image_size // spec.patch_size)]
+            logger.info("pretraining the toy-vlm vision tower on %d training images (%d steps)", len(vision), spec.vision_pretrain_steps)
+            vision_losses = pretrain_vision_tower(model, processor, vision, spec, log=logger.info)
         logger.info("training toy-vlm (%.2fM parameters) on %d examples", sum(p.numel() for p in model.parameters()) / 1e6, len(examples))
         losses = train_toy_vlm(model, processor, examples, spec, lambda text: vlm_prompt(processor, text), log=logger.info)
         dest = Path(cache_dir) / "models" / TOY_VLM
-        extra = {"source": f"packaged:{TOY_VLM}", "spec": spec.model_dump(), "epoch_losses": losses, "imageqa": imageqa_root}
+        extra = {
+            "source": f"packaged:{TOY_VLM}",
+            "spec": spec.model_dump(),
+            "vision_pretrain_losses": vision_losses,
+            "epoch_losses": losses,
+            "imageqa": imageqa_root,
+        }
         save_checkpoint(model, processor, dest, extra=extra)
     return TrainedModel(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),

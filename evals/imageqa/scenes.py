@@ -44,29 +44,29 @@ class SceneObject:
         return {"shape": self.shape, "colour": self.colour, "x": self.x, "y": self.y, "radius": self.radius}
 
 
-def _circle(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int]) -> None:
+def _circle(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int] | int) -> None:
     draw.ellipse(obj.box(), fill=fill)
 
 
-def _square(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int]) -> None:
+def _square(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int] | int) -> None:
     half = max(1, round(0.85 * obj.radius))  # about the circle's area: size is not a cue for the shape
     draw.rectangle((obj.x - half, obj.y - half, obj.x + half, obj.y + half), fill=fill)
 
 
-def _triangle(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int]) -> None:
+def _triangle(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int] | int) -> None:
     # apex up; the centre pixel lies inside (the triangle is r wide at the centre's height)
     x, y, r = obj.x, obj.y, obj.radius
     draw.polygon([(x, y - r), (x + r, y + r), (x - r, y + r)], fill=fill)
 
 
-def _cross(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int]) -> None:
+def _cross(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: tuple[int, int, int] | int) -> None:
     x, y, r = obj.x, obj.y, obj.radius
     arm = max(1, r // 3)
     draw.rectangle((x - r, y - arm, x + r, y + arm), fill=fill)
     draw.rectangle((x - arm, y - r, x + arm, y + r), fill=fill)
 
 
-SHAPE_DRAWERS: dict[str, Callable[[ImageDraw.ImageDraw, SceneObject, tuple[int, int, int]], None]] = {
+SHAPE_DRAWERS: dict[str, Callable[[ImageDraw.ImageDraw, SceneObject, tuple[int, int, int] | int], None]] = {
     "circle": _circle,
     "square": _square,
     "triangle": _triangle,
@@ -97,6 +97,19 @@ def render_scene(objects: tuple[SceneObject, ...] | list[SceneObject], image_siz
     draw = ImageDraw.Draw(image)
     for obj in objects:
         SHAPE_DRAWERS[obj.shape](draw, obj, COLOUR_RGB[obj.colour])
+    return image
+
+
+def object_map(objects: tuple[SceneObject, ...] | list[SceneObject], image_size: int) -> Image.Image:
+    """Which object each pixel of `render_scene(objects, image_size)` shows: an "L" image holding
+    k + 1 where objects[k] is drawn (later objects over earlier ones, as rendered) and 0 on the
+    background. The same drawers paint it, so it matches the rendered image pixel for pixel."""
+    if len(objects) > 254:
+        raise ValueError(f"an object map holds at most 254 objects, got {len(objects)}")
+    image = Image.new("L", (image_size, image_size), 0)
+    draw = ImageDraw.Draw(image)
+    for index, obj in enumerate(objects):
+        SHAPE_DRAWERS[obj.shape](draw, obj, index + 1)
     return image
 
 

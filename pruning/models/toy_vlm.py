@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +54,14 @@ class ToyVLMSpec(Spec):
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = 0.01
     seed: int = 0
+    # Vision-tower pretraining before the QA training (`pretrain_vision_tower`): steps of
+    # `vision_pretrain_batch` images classified per patch (colour, shape) and per image (count,
+    # digit) by throw-away linear heads; 0 skips it. Measured on 2 cores (then 6 QA epochs as
+    # below): 1,500 steps (166 s) lift test accuracy from 74% to 82% (colour 0.86 -> 1.00, count
+    # 0.77 -> 0.89, shape 0.34 -> 0.54).
+    vision_pretrain_steps: int = Field(1500, ge=0)
+    vision_pretrain_batch: int = Field(64, ge=1)
+    vision_pretrain_lr: float = Field(1e-3, gt=0)
 
 
 def build_tokenizer(vocabulary: Iterable[str]):
@@ -158,6 +166,97 @@ def encode_examples(processor, examples: Sequence[TrainingExample], prompt_forma
     from pruning.calibration import conversation_batch
 
     return conversation_batch(processor, [example.image for example in examples], [example.turns for example in examples], prompt_format)
+
+
+@dataclass(frozen=True)
+class VisionExample:
+    """An image with classification targets for the vision tower, by label name: one per patch of
+    the tower's grid (row-major) and one per image; -100 where a label does not apply."""
+
+    image: object  # PIL.Image
+    patch_labels: Mapping[str, Sequence[int]]
+    image_labels: Mapping[str, int]
+
+
+def vision_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The vision tower's patch features that a LLaVA hands its projector: the hidden states of
+    `vision_feature_layer`, without CLS under the "default" selection strategy."""
+    config = model.config
+    layer = config.vision_feature_layer
+    if not isinstance(layer, int):
+        raise ValueError(f"vision pretraining takes one vision_feature_layer, the config has {layer!r}")
+    hidden = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states[layer]
+    return hidden[:, 1:] if config.vision_feature_select_strategy == "default" else hidden
+
+
+def _labelled_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the entries with a label (not -100); zero when none has one."""
+    labelled = target != -100
+    if not labelled.any():
+        return logits.sum() * 0.0
+    return nn.functional.cross_entropy(logits[labelled], target[labelled])
+
+
+def pretrain_vision_tower(
+    model: nn.Module, processor, examples: Sequence[VisionExample], spec: ToyVLMSpec, log: Callable[[str], None] = print
+) -> list[float]:
+    """Train the vision tower alone to classify every patch and image label of `examples` through
+    linear heads that are thrown away afterwards (the model stays a stock LLaVA), for
+    `spec.vision_pretrain_steps` steps of `spec.vision_pretrain_batch` images (seeded sampling,
+    AdamW, warmup + cosine). Returns the mean loss (summed over labels) of each tenth of the steps."""
+    from tqdm import tqdm
+
+    steps = spec.vision_pretrain_steps
+    if steps == 0 or not examples:
+        return []
+    tower = model.model.vision_tower
+    pixel_values = processor.image_processor(images=[example.image for example in examples], return_tensors="pt")["pixel_values"]
+    patch_targets = {name: torch.tensor([list(e.patch_labels[name]) for e in examples]) for name in examples[0].patch_labels}
+    image_targets = {name: torch.tensor([e.image_labels[name] for e in examples]) for name in examples[0].image_labels}
+    with torch.no_grad():
+        n_patches = vision_features(model, pixel_values[:1]).shape[1]
+    for name, target in patch_targets.items():
+        if target.shape[1] != n_patches:
+            raise ValueError(f"patch label {name!r} has {target.shape[1]} entries per image; the vision tower makes {n_patches} patch features")
+    torch.manual_seed(spec.seed)
+    hidden = model.config.vision_config.hidden_size
+    heads = nn.ModuleDict(
+        {f"patch_{name}": nn.Linear(hidden, int(t.max()) + 1) for name, t in patch_targets.items()}
+        | {f"image_{name}": nn.Linear(hidden, int(t.max()) + 1) for name, t in image_targets.items()}
+    )
+    params = [*tower.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=spec.vision_pretrain_lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay)
+    warmup = max(1, int(spec.warmup_fraction * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(step, steps, warmup))
+    generator = torch.Generator().manual_seed(spec.seed)
+    order, cursor, losses, chunk = torch.randperm(len(examples), generator=generator), 0, [], []
+    tower.train()
+    with tqdm(total=steps, desc="pretrain toy-vlm vision", unit="step") as bar:
+        for step in range(steps):
+            if cursor + spec.vision_pretrain_batch > len(order):
+                order, cursor = torch.randperm(len(examples), generator=generator), 0
+            index = order[cursor : cursor + spec.vision_pretrain_batch]
+            cursor += spec.vision_pretrain_batch
+            features = vision_features(model, pixel_values[index])
+            loss = sum(
+                _labelled_cross_entropy(heads[f"patch_{name}"](features).flatten(0, 1), target[index].flatten())
+                for name, target in patch_targets.items()
+            ) + sum(_labelled_cross_entropy(heads[f"image_{name}"](features.mean(dim=1)), target[index]) for name, target in image_targets.items())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            chunk.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update()
+            if len(chunk) == max(1, steps // 10) or step == steps - 1:
+                losses.append(sum(chunk) / len(chunk))
+                log(f"toy-vlm vision pretraining step {step + 1}/{steps}: loss {losses[-1]:.4f}")
+                chunk = []
+    for parameter in tower.parameters():
+        parameter.grad = None
+    return losses
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:

@@ -50,3 +50,15 @@ def test_boxes_apart():
     assert boxes_apart(a, SceneObject("square", "red", 19, 10, 2), gap=2)  # box 17..21: 2 empty pixels between
     assert not boxes_apart(a, SceneObject("square", "red", 18, 10, 2), gap=2)  # 1 empty pixel between
     assert not boxes_apart(a, SceneObject("circle", "blue", 12, 12, 4), gap=0)
+
+
+def test_object_map_matches_the_rendered_pixels():
+    from evals.imageqa.scenes import object_map
+
+    # overlapping on purpose: the later object wins, in the map as in the image
+    objects = [SceneObject("square", "red", 14, 14, 8), SceneObject("circle", "blue", 20, 20, 8), SceneObject("cross", "green", 36, 36, 6)]
+    pixels, owners = np.asarray(render_scene(objects, 48)), np.asarray(object_map(objects, 48))
+    assert owners.shape == (48, 48) and set(np.unique(owners)) == {0, 1, 2, 3}
+    assert np.all(np.all(pixels[owners == 0] == BACKGROUND_RGB, axis=-1))
+    for index, obj in enumerate(objects):
+        assert np.all(np.all(pixels[owners == index + 1] == COLOUR_RGB[obj.colour], axis=-1))

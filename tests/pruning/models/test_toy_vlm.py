@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from PIL import Image
 
@@ -10,12 +11,15 @@ from pruning.models.toy_vlm import (
     IMAGE_TOKEN,
     ToyVLMSpec,
     TrainingExample,
+    VisionExample,
     build_model,
     build_processor,
     build_tokenizer,
     cosine_with_warmup,
     encode_examples,
+    pretrain_vision_tower,
     train_toy_vlm,
+    vision_features,
 )
 from pruning.specs import ModelSpec
 
@@ -109,3 +113,47 @@ def test_saved_toy_vlm_loads_with_its_processor_and_same_logits(tmp_path):
     batch = preprocessor(text=[prompt_format("Question: what colour is it? Answer:")], images=[examples(1)[0].image], return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(model.eval()(**batch).logits, loaded(**batch).logits)
+
+
+def vision_examples(n: int, n_patches: int) -> list[VisionExample]:
+    """Solid red or blue images: every patch labelled with the colour (1, 2), the image with it too (0, 1)."""
+    names = list(COLOURS)
+    return [
+        VisionExample(Image.new("RGB", (48, 48), COLOURS[names[i % 2]]), {"colour": [1 + i % 2] * n_patches}, {"which": i % 2})
+        for i in range(n)
+    ]
+
+
+def test_vision_pretraining_is_seeded_learns_and_leaves_a_stock_llava():
+    spec = TINY.model_copy(update={"vision_pretrain_steps": 30, "vision_pretrain_batch": 4, "vision_pretrain_lr": 5e-3})
+    n_patches = (spec.image_size // spec.patch_size) ** 2
+    runs = []
+    for _ in range(2):
+        _, processor, model = pieces(spec)
+        before = {name: p.detach().clone() for name, p in model.state_dict().items()}
+        losses = pretrain_vision_tower(model, processor, vision_examples(8, n_patches), spec, log=lambda _: None)
+        runs.append((losses, model, before))
+    (losses, model, before), (again, _, _) = runs
+    assert losses == again and len(losses) == 10  # one mean per tenth of the steps, bit for bit
+    assert losses[-1] < 0.2 * losses[0]
+    after = model.state_dict()
+    assert after.keys() == before.keys()  # the heads were thrown away
+    changed = {name for name in after if not torch.equal(after[name], before[name])}
+    assert changed and all(name.startswith("model.vision_tower.") for name in changed)
+    assert all(p.grad is None for p in model.parameters())
+    # what the projector is handed: one feature per patch (CLS dropped)
+    pixel_values = processor.image_processor(images=[e.image for e in vision_examples(2, n_patches)], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        features = vision_features(model, pixel_values)
+    assert features.shape[1] == n_patches
+
+
+def test_vision_pretraining_checks_the_patch_grid_and_can_be_skipped():
+    _, processor, model = pieces()
+    before = {name: p.detach().clone() for name, p in model.state_dict().items()}
+    skip = TINY.model_copy(update={"vision_pretrain_steps": 0})
+    assert pretrain_vision_tower(model, processor, vision_examples(4, 36), skip) == []
+    assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())
+    spec = TINY.model_copy(update={"vision_pretrain_steps": 2})
+    with pytest.raises(ValueError, match="patch label 'colour' has 5 entries per image; the vision tower makes 36"):
+        pretrain_vision_tower(model, processor, vision_examples(4, 5), spec)
