@@ -2,7 +2,7 @@
 time and the multiple-choice accuracy per question type on the test split and on (the first 600
 of) the training split, so under- and over-fitting can be told apart. Nothing is cached or saved.
 
-    .venv/bin/python benchmarks/toy_vlm_recipe.py                                # the shipped recipe (~7 min, 2 cores)
+    .venv/bin/python benchmarks/toy_vlm_recipe.py                                # the shipped recipe (~9 min, 2 cores)
     .venv/bin/python benchmarks/toy_vlm_recipe.py '{"epochs": 8, "lr": 0.0015}'  # JSON of ToyVLMSpec fields
 """
 

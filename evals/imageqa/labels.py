@@ -4,8 +4,10 @@ pretrained before it learns to answer (a real LLaVA starts from a pretrained CLI
 Targets come from the record's own scene (`objects`) or digit sample, so nothing outside the
 training split is used. Per patch of the vision tower's grid (row-major, as the tower orders its
 tokens): the colour and the shape of the object that covers the most of the patch (at least
-`PATCH_COVER` of its pixels), else background. Per image: how many shapes a scene has and which
-digit a digit image shows. A label that does not apply is `IGNORE` (-100, PyTorch's ignore index).
+`PATCH_COVER` of its pixels), else background, and the patch's own row and column, so that every
+feature the projector receives says where it is (a relation question compares two of them). Per
+image: how many shapes a scene has and which digit a digit image shows. A label that does not
+apply is `IGNORE` (-100, PyTorch's ignore index).
 """
 
 from __future__ import annotations
@@ -40,20 +42,22 @@ def patch_objects(objects: Sequence, image_size: int, grid: int) -> list[int]:
 
 def vision_labels(record, image_size: int, grid: int) -> tuple[dict[str, list[int]], dict[str, int]]:
     """(patch labels, image labels) of one record whose image is `image_size` pixels wide, for a
-    vision tower with a `grid` x `grid` patch grid: `colour` and `shape` per patch (0 background,
-    1.. by `COLOURS` / `SHAPES`), `count` (0.. by `COUNT_CHOICES`) and `digit` (0-9) per image."""
+    vision tower with a `grid` x `grid` patch grid: `colour` and `shape` (0 background, 1.. by
+    `COLOURS` / `SHAPES`), `row` and `col` per patch; `count` (0.. by `COUNT_CHOICES`) and `digit`
+    (0-9) per image."""
     n_patches = grid * grid
+    where = {"row": [i // grid for i in range(n_patches)], "col": [i % grid for i in range(n_patches)]}
     if record.digit_index is not None:
         from evals.imageqa.digits import digit_dataset
 
         _, digits = digit_dataset()
         ignored = [IGNORE] * n_patches
-        return {"colour": ignored, "shape": list(ignored)}, {"count": IGNORE, "digit": int(digits[record.digit_index])}
+        return {"colour": ignored, "shape": list(ignored), **where}, {"count": IGNORE, "digit": int(digits[record.digit_index])}
     objects = record.objects
     owners = patch_objects(objects, image_size, grid)
     colour = [BACKGROUND if k < 0 else 1 + COLOURS.index(objects[k].colour) for k in owners]
     shape = [BACKGROUND if k < 0 else 1 + SHAPES.index(objects[k].shape) for k in owners]
-    return {"colour": colour, "shape": shape}, {"count": COUNT_CHOICES.index(str(len(objects))), "digit": IGNORE}
+    return {"colour": colour, "shape": shape, **where}, {"count": COUNT_CHOICES.index(str(len(objects))), "digit": IGNORE}
 
 
 def vision_examples(records: Sequence, grid: int) -> list[tuple[object, dict[str, list[int]], dict[str, int]]]:

@@ -41,6 +41,7 @@ def test_scene_labels_name_colour_and_shape_per_patch_and_the_count():
     assert patches["colour"][4 * 6 + 4] == 1 + COLOURS.index("cyan") and patches["shape"][4 * 6 + 4] == 1 + SHAPES.index("circle")
     assert patches["colour"][0] == BACKGROUND == patches["shape"][0]
     assert len(patches["colour"]) == len(patches["shape"]) == 36
+    assert patches["row"][4 * 6 + 5] == 4 and patches["col"][4 * 6 + 5] == 5  # where each patch is
 
 
 def test_digit_labels_name_the_digit_and_ignore_the_patches():
@@ -50,6 +51,7 @@ def test_digit_labels_name_the_digit_and_ignore_the_patches():
     patches, image = vision_labels(record(digit_index=5), 48, 6)
     assert image == {"count": IGNORE, "digit": int(digits[5])}
     assert set(patches["colour"]) == set(patches["shape"]) == {IGNORE}
+    assert patches["row"] == [i // 6 for i in range(36)] and patches["col"] == [i % 6 for i in range(36)]
 
 
 def test_a_grid_that_does_not_divide_the_image_is_refused():

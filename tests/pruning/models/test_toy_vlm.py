@@ -157,3 +157,15 @@ def test_vision_pretraining_checks_the_patch_grid_and_can_be_skipped():
     spec = TINY.model_copy(update={"vision_pretrain_steps": 2})
     with pytest.raises(ValueError, match="patch label 'colour' has 5 entries per image; the vision tower makes 36"):
         pretrain_vision_tower(model, processor, vision_examples(4, 5), spec)
+
+
+def test_a_frozen_vision_tower_stays_bit_identical_while_the_rest_learns():
+    spec = TINY.model_copy(update={"freeze_vision_tower": True, "epochs": 1})
+    _, processor, model = pieces(spec)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train_toy_vlm(model, processor, examples(8), spec, prompt_format, log=lambda _: None)
+    after = dict(model.named_parameters())
+    vision = [name for name in after if name.startswith("model.vision_tower.")]
+    assert vision and all(torch.equal(after[name], before[name]) for name in vision)
+    assert not torch.equal(after["model.multi_modal_projector.linear_1.weight"], before["model.multi_modal_projector.linear_1.weight"])
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
