@@ -17,21 +17,11 @@ from pathlib import Path
 import torch
 
 from evals.imageqa.generator import build_imageqa, split_path
-from evals.imageqa.prompts import answer_text, question_text, training_conversations
-from evals.imageqa.questions import vocabulary
+from evals.imageqa.prompts import answer_text, question_text
 from evals.imageqa.records import load_image, load_records
 from evals.vlm_prompt import vlm_prompt
-from evals.imageqa.labels import vision_examples
-from pruning.models.toy_vlm import (
-    ToyVLMSpec,
-    TrainingExample,
-    VisionExample,
-    build_model,
-    build_processor,
-    build_tokenizer,
-    pretrain_vision_tower,
-    train_toy_vlm,
-)
+from pruning.models.toy_vlm import ToyVLMSpec
+from tasks.toy_vlm import train_from_records
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,17 +57,10 @@ def main() -> None:
     print(spec)
     root = build_imageqa(args.cache_dir)
     records = load_records(split_path(root, "train"))
-    # exactly what the cached training task (tasks/toy_vlm.py) is fed
-    examples = [TrainingExample(*pair) for pair in training_conversations(records, spec.train_examples, spec.max_turns, spec.seed, spec.type_weights)]
-    tokenizer = build_tokenizer(vocabulary())
-    processor, model = build_processor(tokenizer, spec), build_model(tokenizer, spec)
     started = time.perf_counter()
-    if spec.vision_pretrain_steps:
-        vision = [VisionExample(*example) for example in vision_examples(records, spec.image_size // spec.patch_size)]
-        pretrain_vision_tower(model, processor, vision, spec)
-        print(f"vision pretraining: {time.perf_counter() - started:.0f} s")
-    train_toy_vlm(model, processor, examples, spec, lambda text: vlm_prompt(processor, text))
+    trained = train_from_records(records, spec)  # exactly what the cached training task does
     print(f"training: {time.perf_counter() - started:.0f} s")
+    model, processor = trained.model, trained.processor
     for split, split_records in (("test", load_records(split_path(root, "test"))), ("train", records[:600])):
         print(split, {name: round(value, 3) for name, value in accuracy(model, processor, split_records).items()})
 
