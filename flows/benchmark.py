@@ -46,6 +46,8 @@ from tasks.record import leaderboard_markdown, recorded_run, regression_check, r
 from tasks.suites import eval_suites, imageqa_data
 from tasks.toy_vlm import TOY_VLM, toy_vlm_checkpoint
 
+REGRESSED = "Regressed"  # the name of a completed flow run's final state when a result got worse than last time
+
 
 @flow(name="benchmark", flow_run_name="benchmark[{config_path}]", log_prints=True, persist_result=True)
 def benchmark(config_path: str, database: str | None = None, workdir: str | None = None) -> str:
@@ -108,7 +110,7 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     if outcome.n_worse:
         # the run still completed; its state's name says that something got worse (visible in the UI and the API)
         logger.warning("%d result(s) got worse than the previous run of the same configuration", outcome.n_worse)
-        return Completed(name="Regressed", message=f"{outcome.n_worse} result(s) worse than the previous run",
+        return Completed(name=REGRESSED, message=f"{outcome.n_worse} result(s) worse than the previous run",
                          data=f"{markdown}\n\n{outcome.markdown}")
     return markdown
 

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path, help="experiment YAML, e.g. configs/default.yaml")
     run.add_argument("--database", type=Path, help="DuckDB file for results (default: the config's output.database)")
     run.add_argument("--workdir", type=Path, help="checkpoints, caches and Prefect state (default: output.workdir)")
+    run.add_argument(
+        "--fail-on-regression", action="store_true",
+        help="exit 1 when a result got worse than the previous run of the same configuration beyond its noise margin "
+        "(the flow run then ends in the state 'Regressed' either way)",
+    )
     run.set_defaults(command=cmd_run)
 
     sweep = commands.add_parser(
@@ -169,17 +174,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {"database": args.database, "workdir": args.workdir}
     config = load_config(args.config, overrides)  # fails here, before anything loads
     configure_environment(config.output.workdir)
-    from flows.benchmark import benchmark, preflight
+    from flows.benchmark import REGRESSED, benchmark, preflight
 
     preflight(config)
-    markdown = benchmark(
+    state = benchmark(
         str(args.config.resolve()),
         database=str(config.output.database.resolve()),
         workdir=str(config.output.workdir.resolve()),
+        return_state=True,
     )
+    markdown = state.result()  # raises what the flow raised
     print()
     print(markdown)
     print(f"\nresults: {config.output.database}   (prunebench report --database {config.output.database})")
+    if state.name == REGRESSED:
+        print(f"\nflow run state {REGRESSED}: {state.message} (listed above; prunebench compare)", file=sys.stderr)
+        return 1 if args.fail_on_regression else 0
     return 0
 
 

@@ -132,3 +132,30 @@ def test_corrupt_checkpoint_is_named(smoke_run, tmp_path, cache_dir):
     result = prunebench("run", str(config), "--database", str(tmp / "results.duckdb"))
     assert result.returncode == 2
     assert "cannot read weights" in result.stderr and str(broken) in result.stderr
+
+
+def test_a_worse_result_than_last_time_ends_the_flow_regressed(smoke_run, tmp_path):
+    tmp, config, _ = smoke_run
+    database = tmp_path / "results.duckdb"  # a copy: the other tests keep theirs
+    database.write_bytes((tmp / "results.duckdb").read_bytes())
+
+    def wanda_did_far_better_last_time() -> None:
+        with duckdb.connect(str(database)) as connection:
+            connection.execute(
+                "UPDATE results SET value = CASE WHEN higher_is_better THEN 1.0 ELSE value / 10 END "
+                "WHERE run_id IN (SELECT run_id FROM runs WHERE method_label = 'wanda 50%')"
+            )
+
+    wanda_did_far_better_last_time()
+    (n_before,) = query(database, "SELECT count(*) FROM runs")[0]
+    plain = prunebench("run", str(config), "--database", str(database))
+    assert plain.returncode == 0, plain.stderr[-3000:]  # the run completed; it says what got worse
+    assert "flow run state Regressed" in plain.stderr and "worse than the previous run" in plain.stderr
+    assert "| worse" in plain.stdout and "wanda 50%" in plain.stdout  # the regression table follows the leaderboard
+    (n_after,) = query(database, "SELECT count(*) FROM runs")[0]
+    assert n_after == n_before + 4  # everything was still recorded
+    unchanged = prunebench("run", str(config), "--database", str(database), "--fail-on-regression")
+    assert unchanged.returncode == 0 and "Regressed" not in unchanged.stderr  # same results as last time
+    wanda_did_far_better_last_time()
+    gated = prunebench("run", str(config), "--database", str(database), "--fail-on-regression")
+    assert gated.returncode == 1 and "flow run state Regressed" in gated.stderr, gated.stderr[-3000:]
