@@ -108,15 +108,9 @@ def test_pruned_weights_stay_zero_through_the_finetune_stage(text_run):
 
 
 @pytest.fixture(scope="module")
-def vlm_run(tmp_path_factory, cache_dir):
-    from evals.imageqa.questions import vocabulary
-    from pruning.models.sources import save_checkpoint
-    from pruning.models.toy_vlm import ToyVLMSpec, build_model, build_processor, build_tokenizer
-
+def vlm_run(tmp_path_factory, cache_dir, tiny_vlm_checkpoint):
     tmp = tmp_path_factory.mktemp("vlm-layerdrop")
-    spec = ToyVLMSpec(vision_hidden=32, vision_layers=2, text_hidden=32, text_layers=4, heads=2)
-    tokenizer = build_tokenizer(vocabulary())
-    checkpoint = save_checkpoint(build_model(tokenizer, spec), build_processor(tokenizer, spec), tmp / "tiny-vlm")
+    checkpoint = tiny_vlm_checkpoint(tmp / "tiny-vlm", text_layers=4)
     study = {
         "model": {"source": str(checkpoint)},
         "calibration": {"corpus": "imageqa", "n_samples": 4, "batch_size": 4},

@@ -15,15 +15,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def vlm_run(tmp_path_factory, cache_dir):
-    from evals.imageqa.questions import vocabulary
-    from pruning.models.sources import save_checkpoint
-    from pruning.models.toy_vlm import ToyVLMSpec, build_model, build_processor, build_tokenizer
-
+def vlm_run(tmp_path_factory, cache_dir, tiny_vlm_checkpoint):
     tmp = tmp_path_factory.mktemp("vlm")
-    spec = ToyVLMSpec(vision_hidden=32, vision_layers=2, text_hidden=32, text_layers=2, heads=2)
-    tokenizer = build_tokenizer(vocabulary())
-    checkpoint = save_checkpoint(build_model(tokenizer, spec), build_processor(tokenizer, spec), tmp / "tiny-vlm")
+    checkpoint = tiny_vlm_checkpoint(tmp / "tiny-vlm", text_layers=2)
     config = {
         "name": "vlm-smoke",
         "studies": [
