@@ -291,13 +291,12 @@ def train_toy_vlm(
     steps_per_epoch = math.ceil(len(examples) / spec.batch_size)
     total = steps_per_epoch * spec.epochs
     warmup = max(1, int(spec.warmup_fraction * total))
-    frozen = {id(p) for p in model.model.vision_tower.parameters()} if spec.freeze_vision_tower else set()
-    trained = [(n, p) for n, p in model.named_parameters() if id(p) not in frozen]
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    if spec.freeze_vision_tower:
+        model.model.vision_tower.requires_grad_(False)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in trained if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in trained if not (p.ndim >= 2 and "embed" not in n)]
-    flags = {id(p): p.requires_grad for p in model.parameters()}
-    for p in model.model.vision_tower.parameters():
-        p.requires_grad_(id(p) not in frozen)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=spec.lr,
