@@ -6,14 +6,14 @@ sample is a random contiguous window, so samples cross document boundaries ("\n\
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import LongTensor
+
+from pruning.files import atomic_path
 
 _KEY = "input_ids"
 
@@ -37,12 +37,8 @@ def save_calibration(ids: LongTensor, path: Path) -> Path:
     """Write `ids` as safetensors next to `path`, then rename into place (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_path(path) as tmp:
         save_file({_KEY: ids.contiguous()}, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -12,10 +12,10 @@ from evals.imageqa.prompts import answer_text, question_text
 from evals.imageqa.records import load_image, load_records
 from evals.measure import measure_resources
 from evals.suites import IMAGE_CORPORA
-from evals.suites.text import _write_atomic
 from evals.vlm_prompt import vlm_prompt
 from pruning.calibration import calibration_ids, load_calibration, multimodal_batches, save_calibration
 from pruning.errors import ConfigError
+from pruning.files import write_text_atomic
 from pruning.models.sources import is_multimodal, load_tokenizer
 from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.artifacts import CalibrationSet, CheckpointRef
@@ -40,7 +40,7 @@ def calibration_set(
             chosen = random.Random(calibration.seed).sample(records, calibration.n_samples)
             path = Path(workdir) / "calibration" / f"{name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, json.dumps({"imageqa": str(root), "ids": [record.id for record in chosen]}))
+            write_text_atomic(path, json.dumps({"imageqa": str(root), "ids": [record.id for record in chosen]}))
             n_samples, seq_len = len(chosen), 0
         else:
             tokenizer = load_tokenizer(Path(base.path), model)

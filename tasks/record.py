@@ -49,11 +49,11 @@ def report_html_for(database: str, experiment: str) -> str:
     """The experiment's HTML report (plots included) written beside the database; returns its path."""
     from pathlib import Path
 
-    from evals.suites.text import _write_atomic
+    from pruning.files import write_text_atomic
     from reports.html import to_html
     from reports.sections import report_sections
 
     page = to_html(report_sections(ResultStore(database), experiment=experiment), source=database)
     path = Path(database).parent / f"report-{experiment}.html"
-    _write_atomic(path, page)  # readers see the old page or the new one, never half of one
+    write_text_atomic(path, page)  # readers see the old page or the new one, never half of one
     return str(path)

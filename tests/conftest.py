@@ -4,6 +4,8 @@ the same place real runs use, so each is prepared once per machine."""
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,21 @@ def smollm2_checkpoint(cache_dir: Path) -> Path:
     from pruning.models.sources import materialize_packaged
 
     return materialize_packaged("smollm2-135m", cache_dir / "models")
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Iterator[Callable[[str], Path]]:
+    """`tmp_path_factory.mktemp` for a module's shared work, removed once the module's tests are done
+    unless one of them failed. Pytest keeps every directory until the session ends; the flow tests
+    write gigabytes of checkpoints (the smoke run alone 1.6 GB) and CI's disk is small."""
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)

@@ -19,13 +19,13 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from pruning.errors import SuiteError
+from pruning.files import atomic_path
 
 ENV_PATH = "PRUNEBENCH_JARGON_PATH"
 SYSTEM_PATH = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
@@ -101,12 +101,8 @@ def fetch_jargon_deb(dest: Path) -> Path:
         if not debs:
             raise OSError(f"apt-get download left no {DEB_PACKAGE}_*.deb")
         payload = deb_member(debs[-1].read_bytes(), DEB_MEMBER)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_path(dest) as tmp:
         tmp.write_bytes(payload)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from evals.imageqa.prompts import ANSWER_DELIMITER, QUESTION_PREFIX
 from evals.imageqa.questions import QUESTION_TYPES
-from evals.suites.text import _write_atomic
+from pruning.files import write_text_atomic
 
 MC_TASK = "imageqa_mc"
 SHORT_TASK = "imageqa_short"
@@ -139,5 +139,5 @@ def write_task_files(tasks_dir: Path, data_file: Path, datasets_cache: Path) -> 
     tasks_dir = Path(tasks_dir)
     tasks_dir.mkdir(parents=True, exist_ok=True)
     for name, text in task_files(data_file, datasets_cache).items():
-        _write_atomic(tasks_dir / name, text)
+        write_text_atomic(tasks_dir / name, text)
     return tasks_dir

@@ -16,10 +16,8 @@ separating pruning methods; raise them on a GPU.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,6 +25,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from pruning.errors import SuiteError
+from pruning.files import write_text_atomic
 
 TEXT_TAG = "prunebench_text"
 DEFAULT_SEED = 1234
@@ -354,17 +353,9 @@ def write_suite(suite: TextSuite, documents: Sequence[str], out_dir: Path, datas
         raise SuiteError(f"suite {suite.name}: the {suite.corpus} test split gave no items")
     out_dir.mkdir(parents=True, exist_ok=True)
     data_file = out_dir / f"{suite.name}.jsonl"
-    _write_atomic(data_file, "".join(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n" for item in items))
+    write_text_atomic(data_file, "".join(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n" for item in items))
     config = suite.task_config(suite.name, data_file, datasets_cache)
     config_file = out_dir / f"{suite.name}.yaml"
-    _write_atomic(config_file, yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000))
+    write_text_atomic(config_file, yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000))
     return config_file
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -39,8 +39,8 @@ def query(database: Path, sql: str) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, cache_dir):
-    tmp = tmp_path_factory.mktemp("smoke")
+def smoke_run(module_tmp, cache_dir):
+    tmp = module_tmp("smoke")
     config = smoke_config(tmp, cache_dir)
     first = prunebench("run", str(config))
     assert first.returncode == 0, first.stderr[-3000:]

@@ -27,14 +27,14 @@ def _run(tmp, name: str, study: dict, cache_dir) -> object:
 
 
 @pytest.fixture(scope="module")
-def text_run(tmp_path_factory, cache_dir, smollm2_checkpoint):
+def text_run(module_tmp, cache_dir, smollm2_checkpoint):
     """An 8-layer random-init Llama with SmolLM2's tokenizer: K = 2 layers at 25%."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from pruning.models.sources import save_checkpoint
 
-    tmp = tmp_path_factory.mktemp("layerdrop")
+    tmp = module_tmp("layerdrop")
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=8,
@@ -108,8 +108,8 @@ def test_pruned_weights_stay_zero_through_the_finetune_stage(text_run):
 
 
 @pytest.fixture(scope="module")
-def vlm_run(tmp_path_factory, cache_dir, tiny_vlm_checkpoint):
-    tmp = tmp_path_factory.mktemp("vlm-layerdrop")
+def vlm_run(module_tmp, cache_dir, tiny_vlm_checkpoint):
+    tmp = module_tmp("vlm-layerdrop")
     checkpoint = tiny_vlm_checkpoint(tmp / "tiny-vlm", text_layers=4)
     study = {
         "model": {"source": str(checkpoint)},

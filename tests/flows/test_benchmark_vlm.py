@@ -15,8 +15,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def vlm_run(tmp_path_factory, cache_dir, tiny_vlm_checkpoint):
-    tmp = tmp_path_factory.mktemp("vlm")
+def vlm_run(module_tmp, cache_dir, tiny_vlm_checkpoint):
+    tmp = module_tmp("vlm")
     checkpoint = tiny_vlm_checkpoint(tmp / "tiny-vlm", text_layers=2)
     config = {
         "name": "vlm-smoke",

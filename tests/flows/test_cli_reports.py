@@ -12,8 +12,8 @@ from tests.reports.synthetic import synthetic_bundle, synthetic_bundles
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "results.duckdb"
+def database(module_tmp):
+    path = module_tmp("cli") / "results.duckdb"
     store = ResultStore(path)
     for bundle in synthetic_bundles():
         store.record(bundle)

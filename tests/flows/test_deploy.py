@@ -175,7 +175,7 @@ def final_state(url: str, flow_run_id: str, timeout_s: float, *logs: Path) -> di
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, smollm2_checkpoint) -> Path:
+def tiny_llama(module_tmp, smollm2_checkpoint) -> Path:
     """A 2-layer random-init Llama with SmolLM2's tokenizer (as tests/flows/test_benchmark_layerdrop.py)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -186,13 +186,13 @@ def tiny_llama(tmp_path_factory, smollm2_checkpoint) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    return save_checkpoint(LlamaForCausalLM(config), tokenizer, tmp_path_factory.mktemp("deploy") / "tiny-llama")
+    return save_checkpoint(LlamaForCausalLM(config), tokenizer, module_tmp("deploy") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(module_tmp):
     """`prunebench server` on a free loopback port with a temporary Prefect home; stopped by Ctrl-C at the end."""
-    tmp = tmp_path_factory.mktemp("server")
+    tmp = module_tmp("server")
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

@@ -114,8 +114,8 @@ def run_until(args: list[str], marker: str, timeout_s: float = 600) -> tuple[int
 
 
 @pytest.fixture(scope="module")
-def killed_and_rerun(tmp_path_factory, cache_dir, smollm2_checkpoint):
-    tmp = tmp_path_factory.mktemp("faults")
+def killed_and_rerun(module_tmp, cache_dir, smollm2_checkpoint):
+    tmp = module_tmp("faults")
     model = tiny_llama(tmp / "tiny-llama", smollm2_checkpoint)
     config = write_config(tmp, "faults", model, METHODS, cache_dir)
     database = tmp / "results.duckdb"

@@ -132,8 +132,8 @@ METHODS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, smollm2_checkpoint) -> Path:
-    return tiny_llama(tmp_path_factory.mktemp("sweep-model") / "tiny-llama", smollm2_checkpoint)
+def tiny_model(module_tmp, smollm2_checkpoint) -> Path:
+    return tiny_llama(module_tmp("sweep-model") / "tiny-llama", smollm2_checkpoint)
 
 
 def _sweep(tmp: Path, tiny_model: Path, cache_dir: Path, *options: str):
@@ -144,13 +144,13 @@ def _sweep(tmp: Path, tiny_model: Path, cache_dir: Path, *options: str):
 
 
 @pytest.fixture(scope="module")
-def thread_sweep(tmp_path_factory, tiny_model, cache_dir):
-    return _sweep(tmp_path_factory.mktemp("sweep-thread"), tiny_model, cache_dir, "--concurrency", "2")
+def thread_sweep(module_tmp, tiny_model, cache_dir):
+    return _sweep(module_tmp("sweep-thread"), tiny_model, cache_dir, "--concurrency", "2")
 
 
 @pytest.fixture(scope="module")
-def dask_sweep(tmp_path_factory, tiny_model, cache_dir):
-    return _sweep(tmp_path_factory.mktemp("sweep-dask"), tiny_model, cache_dir, "--runner", "dask", "--dask-workers", "2")
+def dask_sweep(module_tmp, tiny_model, cache_dir):
+    return _sweep(module_tmp("sweep-dask"), tiny_model, cache_dir, "--runner", "dask", "--dask-workers", "2")
 
 
 def _values(database: Path) -> dict[tuple[str, str, str], float]:

@@ -114,7 +114,7 @@ def find_chromium() -> str | None:
     return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
 
-def test_headless_chromium_renders_a_non_blank_page(page, tmp_path, capsys):
+def test_headless_chromium_renders_a_non_blank_page(page, tmp_path):
     from PIL import Image
 
     chromium = find_chromium()
@@ -130,8 +130,6 @@ def test_headless_chromium_renders_a_non_blank_page(page, tmp_path, capsys):
     ]  # fmt: skip
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert screenshot.is_file(), f"no screenshot (exit {finished.returncode}): {finished.stderr[-2000:]}"
-    with capsys.disabled():
-        print(f"\nchromium screenshot of the HTML report: {screenshot}")
     image = Image.open(screenshot).convert("RGB")
     assert image.size == (1280, 2000)
     colours = image.getcolors(maxcolors=1 << 20)
