@@ -86,8 +86,9 @@ def finetuned_checkpoint(
             on_step=log_step,
         )
         logger.info(
-            "finetuned %s: %d steps on %d examples, loss %.4f -> %.4f, %d trainable parameters",
+            "finetuned %s: %d steps on %d examples, loss %.4f -> %.4f, %d trainable parameters%s",
             label, report.steps, report.examples, report.first_loss, report.last_loss, report.trainable_params,
+            f" (stored in {model.dtype}, stepped through fp32 master copies)" if report.master_params else "",
         )
         slug = checkpoint_slug(label)
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-ft-{spec_hash(finetune_spec, checkpoint.model_dump(), {'layers': train_layers}, code)}"
