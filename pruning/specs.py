@@ -67,6 +67,9 @@ class FinetuneSpec(Spec):
     effective_batch: int = Field(32, gt=0, description="examples per optimizer step (gradient accumulation)")
     micro_batch: int = Field(4, gt=0, description="examples per forward/backward pass")
     weight_decay: float = Field(0.0, ge=0)
+    master_weights: bool = Field(
+        True, description="weights stored in bf16/fp16 step through fp32 copies (8 bytes more per trained element)"
+    )
     seed: int = 0
 
     @model_validator(mode="after")

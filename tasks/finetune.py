@@ -82,6 +82,7 @@ def finetuned_checkpoint(
             epochs=finetune_spec.epochs,
             micro_batch_size=finetune_spec.micro_batch,
             effective_batch=finetune_spec.effective_batch,
+            master_weights=finetune_spec.master_weights,
             seed=finetune_spec.seed,
             on_step=log_step,
         )
