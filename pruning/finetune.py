@@ -24,7 +24,7 @@ Weights stored in less than fp32 (a model loaded in bf16 to fit memory) are trai
 master copies, as mixed-precision training does: the forward and backward run in the model's dtype,
 each micro-batch's gradient is added into an fp32 gradient, clipping and AdamW (its moments too) work
 on the fp32 copies, and the model's weights are the copies rounded after every step. Without them a
-bf16 weight near 0.02 (resolution ~8e-5) would round away every lr-1e-5 update. Costs 8 bytes more
+bf16 weight near 0.02 (resolution ~1.2e-4) would round away every lr-1e-5 update. Costs 8 bytes more
 per trained element (copy + gradient) and fp32 AdamW moments. fp16 weights get the same copies but
 no loss scaling: train bf16 or fp32. `master_weights=False` steps every weight in its own dtype.
 """

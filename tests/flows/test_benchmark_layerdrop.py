@@ -4,6 +4,7 @@ tiny Llama and a tiny LLaVA given by local path, recorded in DuckDB."""
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 
 from tests.flows.test_benchmark import prunebench, query
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.e2e
 FINETUNE = {"examples": 8, "seq_len": 32, "effective_batch": 4, "micro_batch": 2, "lr": 1e-3}
 
 
-def _run(tmp, name: str, study: dict, cache_dir) -> object:
+def _run(tmp, name: str, study: dict, cache_dir, output: list | None = None) -> object:
     config = {
         "name": name,
         "studies": [study],
@@ -23,6 +24,8 @@ def _run(tmp, name: str, study: dict, cache_dir) -> object:
     path.write_text(yaml.safe_dump(config))
     result = prunebench("run", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
+    if output is not None:
+        output.append(result.stdout + result.stderr)
     return tmp / "results.duckdb"
 
 
@@ -56,6 +59,30 @@ def text_run(module_tmp, cache_dir, smollm2_checkpoint):
         "eval": {"suites": ["jargon_ppl"], "limit": 4},
     }
     return _run(tmp, "layerdrop-smoke", study, cache_dir)
+
+
+def test_a_bf16_model_finetunes_through_fp32_master_copies_and_stays_bf16(text_run, tmp_path, cache_dir):
+    """`dtype: bfloat16`: the stage steps the trained layers through fp32 copies (its log says so) and
+    saves a bf16 checkpoint in which they, and only they, moved."""
+    from safetensors.torch import load_file
+
+    checkpoint = text_run.parent / "tiny-llama"
+    study = {
+        "model": {"source": str(checkpoint), "dtype": "bfloat16"},
+        "calibration": {"n_samples": 4, "seq_len": 32, "batch_size": 4},
+        "methods": [{"name": "shortgpt", "drop_ratio": 0.25, "finetune": FINETUNE}],
+        "eval": {"suites": ["jargon_ppl"], "limit": 4},
+    }
+    output: list[str] = []
+    _run(tmp_path, "layerdrop-bf16", study, cache_dir, output)
+    assert "(stored in bfloat16, stepped through fp32 master copies)" in output[0]
+    root = tmp_path / "work" / "checkpoints"
+    (dropped,) = [p for p in root.glob("*/shortgpt-*") if "-ft-" not in p.name]
+    (finetuned,) = root.glob("*/shortgpt-*-ft-*")
+    before, after = load_file(str(dropped / "model.safetensors")), load_file(str(finetuned / "model.safetensors"))
+    assert all(tensor.dtype == torch.bfloat16 for tensor in after.values())
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith("model.layers.") for name in moved)
 
 
 def test_every_layer_drop_method_is_recorded_with_its_plan(text_run):
