@@ -29,7 +29,7 @@ from prune_speed import REPO
 from evals.corpora import corpus_documents
 from pruning.calibration import calibration_ids
 from pruning.finetune import finetune
-from pruning.models.sources import load_model, materialize_packaged, text_tokenizer
+from pruning.models.sources import load_model, load_tokenizer, materialize_packaged
 from pruning.scores.common import calibration_loss
 from pruning.specs import ModelSpec
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoint = materialize_packaged("smollm2-135m", CACHE / "models")
-    tokenizer = text_tokenizer(load_model(checkpoint, ModelSpec(source=str(checkpoint)))[1])
+    tokenizer = load_tokenizer(checkpoint, ModelSpec(source=str(checkpoint)))
     train_ids = calibration_ids(corpus_documents("jargon", "train", CACHE), tokenizer, args.steps * args.batch, args.seq_len, args.seed)
     eval_ids = calibration_ids(corpus_documents("jargon", "calibration", CACHE), tokenizer, args.eval, args.seq_len, args.seed + 1)
     print(f"SmolLM2-135M, layers {args.layers} train: {args.steps} steps of {args.batch} x {args.seq_len} tokens, lr {args.lr:g}; "

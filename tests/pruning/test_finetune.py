@@ -96,49 +96,44 @@ def test_without_keep_masks_the_zeros_fill_in(tiny_model):
     assert (weight[:, ::2] != 0).float().mean() > 0.9 and report.kept_zeros == 0
 
 
-def _update_cosine(a: dict, a_start: dict, b: dict, b_start: dict) -> float:
-    """Cosine between two runs' updates of layer 1, each from its own start, in fp32."""
-    def update(state, start):
-        return torch.cat([(state[n].float() - start[n].float()).flatten() for n in start if n.startswith(LAYER_1)])
+def _layer_1_update(state: dict, start: dict) -> torch.Tensor:
+    return torch.cat([(state[n].float() - start[n].float()).flatten() for n in start if n.startswith(LAYER_1)])
 
-    return float(torch.nn.functional.cosine_similarity(update(a, a_start), update(b, b_start), dim=0))
+
+def _bf16_run_against_fp32(tiny_model, **settings):
+    """The same seeded model and rows trained in fp32 and in bf16: (bf16 report, bf16 model, its start,
+    share of layer 1's bf16 weights that moved, cosine of its update with the fp32 run's)."""
+    rows = _rows(40)
+    fp32 = tiny_model("llama")
+    start = _state(fp32)
+    assert _run(fp32, rows, lr=3e-5, max_grad_norm=None).master_params == 0
+    bf16 = tiny_model("llama").to(torch.bfloat16)  # the same seeded weights, rounded
+    bf16_start = _state(bf16)
+    report = _run(bf16, rows, lr=3e-5, max_grad_norm=None, **settings)
+    update = _layer_1_update(bf16.state_dict(), bf16_start)
+    cosine = float(torch.nn.functional.cosine_similarity(update, _layer_1_update(fp32.state_dict(), start), dim=0))
+    return report, bf16, bf16_start, float((update != 0).float().mean()), cosine
 
 
 def test_bf16_weights_learn_through_fp32_masters_as_fp32_weights_do(tiny_model):
     """AdamW at lr 3e-5 moves a weight by at most ~3e-5 a step, under half of bf16's resolution near
     0.02 (~1.2e-4): stepped in bf16 most updates round away; through fp32 copies they add up over the
     20 steps, as in an fp32 run (measured: 73% moved, cosine 0.95 with fp32's update; in bf16 29%, 0.52)."""
-    rows = _rows(40)
-    fp32 = tiny_model("llama")
-    start = _state(fp32)
-    bf16 = tiny_model("llama").to(torch.bfloat16)  # the same seeded weights, rounded
-    bf16_start = _state(bf16)
-    settings = dict(lr=3e-5, max_grad_norm=None)
-    assert _run(fp32, rows, **settings).master_params == 0
-    report = _run(bf16, rows, **settings)
+    report, bf16, bf16_start, moved, cosine = _bf16_run_against_fp32(tiny_model)
     layer_1 = [p for name, p in bf16.named_parameters() if name.startswith(LAYER_1)]
     assert report.steps == 20 and report.master_params == report.trainable_params == sum(p.numel() for p in layer_1)
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
-    after = bf16.state_dict()
-    moved = torch.cat([(after[n] != bf16_start[n]).flatten() for n in bf16_start if n.startswith(LAYER_1)]).float().mean()
     assert moved > 0.6, f"only {moved:.0%} of layer 1's bf16 weights moved"
-    assert _update_cosine(after, bf16_start, fp32.state_dict(), start) > 0.9
+    assert cosine > 0.9
+    after = bf16.state_dict()
     assert all(torch.equal(after[n], bf16_start[n]) for n in bf16_start if not n.startswith(LAYER_1))
 
 
 def test_bf16_weights_stepped_in_bf16_barely_move(tiny_model):
     """The control for the test above: without master copies the same run rounds most updates away."""
-    rows = _rows(40)
-    fp32 = tiny_model("llama")
-    start = _state(fp32)
-    _run(fp32, rows, lr=3e-5, max_grad_norm=None)
-    model = tiny_model("llama").to(torch.bfloat16)
-    bf16_start = _state(model)
-    report = _run(model, rows, lr=3e-5, max_grad_norm=None, master_weights=False)
-    after = model.state_dict()
-    moved = torch.cat([(after[n] != bf16_start[n]).flatten() for n in bf16_start if n.startswith(LAYER_1)]).float().mean()
+    report, _, _, moved, cosine = _bf16_run_against_fp32(tiny_model, master_weights=False)
     assert report.master_params == 0 and moved < 0.4, f"{moved:.0%} of layer 1's bf16 weights moved"
-    assert _update_cosine(after, bf16_start, fp32.state_dict(), start) < 0.7
+    assert cosine < 0.7
 
 
 def test_bf16_masks_survive_the_master_copies(tiny_model):
