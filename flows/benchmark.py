@@ -21,7 +21,7 @@ from prefect.states import Completed
 
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
-from flows import provenance
+from flows import environment, provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from pruning.allocation import allocate
 from pruning.errors import PrunebenchError
@@ -344,6 +344,8 @@ def run_bundle(
         device=provenance.device_description(study.model.device),
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
+        environment_digest=environment.environment_digest(),
+        lock_digest=environment.lock_digest(),
     )
     return RunBundle(
         run=run,
@@ -392,13 +394,16 @@ def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) 
 
 
 def preflight(config: ExperimentConfig) -> None:
-    """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites."""
+    """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites,
+    an evaluation backend that cannot run here."""
     from evals.lm_eval_bridge import check_suites
     from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
     from pruning.models.sources import PACKAGED, TRAINED, count_parameters, resolve_checkpoint, takes_images
 
     known = sorted([*PACKAGED, *TRAINED])
+    text_suites: list[str] = []
+    image_suites: list[str] = []
     for study in config.studies:
         source = study.model.source
         if source.startswith("packaged:"):
@@ -424,5 +429,47 @@ def preflight(config: ExperimentConfig) -> None:
             check_suites(text_local)
             if others:
                 check_multimodal_suites(others, None)
+            text_suites += text_local
+            image_suites += [name for name in study.eval.suites if name not in LOCAL_SUITES]
         else:
             check_suites(study.eval.suites)  # refuses image suites for a text-only model
+            text_suites += study.eval.suites
+    check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
+
+
+def check_environment(config: ExperimentConfig, text_suites: list[str], image_suites: list[str]) -> None:
+    """Before any model loads: say how the environment differs from requirements.lock (a warning: results
+    then carry another environment digest), and rehearse every evaluation backend the config needs on
+    two items per suite (`evals.rehearsal`), which fails with one line naming the package at fault.
+
+    A rehearsal that passed is remembered in the cache, keyed by the environment digest, the code
+    fingerprint and the suites: the same environment and code pass the same rehearsal."""
+    import hashlib
+    import sys
+
+    from evals.rehearsal import BackendError, rehearse
+
+    found = environment.environment_differences()
+    if found:
+        shown = "; ".join(map(str, found[:3])) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+        print(
+            f"prunebench: warning: this environment differs from requirements.lock in {len(found)} package(s) ({shown}); "
+            f"results are recorded with its own environment digest. `make venv` installs the lock "
+            f"(`python flows/environment.py check` lists every difference)",
+            file=sys.stderr,
+        )
+    key = hashlib.sha256(repr((environment.environment_digest(), code_fingerprint(), text_suites, image_suites)).encode()).hexdigest()[:24]
+    marker = config.output.cache_dir / "rehearsals" / f"{key}.ok"
+    if marker.is_file():
+        return
+    try:
+        done = rehearse(text_suites, image_suites, config.output.cache_dir)
+    except BackendError as failed:
+        if isinstance(failed.error, PrunebenchError):  # ours: already says what to do
+            raise
+        pins = environment.read_lock() if environment.LOCK.is_file() else None
+        raise BackendError(failed.backend, failed.error, environment.describe_failure(f"{failed.backend} cannot evaluate in this environment", failed.error, pins)) from failed.error
+    if done:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("\n".join(done) + "\n", encoding="utf-8")
+

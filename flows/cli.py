@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     except PrunebenchError as err:
         print(f"prunebench: error: {err}", file=sys.stderr)
         return 2
+    except ImportError as error:  # a package of the environment is broken or missing: say which, in one line
+        from flows import environment
+
+        pins = environment.read_lock() if environment.LOCK.is_file() else None
+        print(f"prunebench: error: {environment.describe_failure('prunebench cannot start in this environment', error, pins)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("prunebench: interrupted; finished stages are cached and will be reused", file=sys.stderr)
         return 130

@@ -76,8 +76,12 @@ def installed_versions() -> dict[str, str]:
 def environment_digest() -> str:
     """SHA-256 over the interpreter, the platform and every installed `name==version`: two results with
     the same digest were computed by the same packages."""
+    return digest_of(installed_versions())
+
+
+def digest_of(versions: dict[str, str]) -> str:
     lines = [f"python {platform.python_version()} {platform.python_implementation()}", f"platform {platform.machine()} {sys.platform}"]
-    lines += [f"{name}=={version}" for name, version in sorted(installed_versions().items())]
+    lines += [f"{name}=={version}" for name, version in sorted(versions.items())]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -119,6 +123,124 @@ def environment_differences(path: Path = LOCK) -> list[Difference] | None:
     if not Path(path).is_file():
         return None
     return differences(read_lock(path), installed_versions())
+
+
+def lock_problems(pyproject: Path = PYPROJECT, lock: Path = LOCK, distribution=importlib.metadata.distribution) -> list[str]:
+    """Where pyproject.toml and the lock disagree; empty when they agree.
+
+    - every requirement of pyproject (dependencies, the `test` extra, the build requirements, the
+      no-deps packages) is pinned in the lock, at a version its range admits;
+    - every pinned package is needed: reached from those requirements through the installed
+      packages' own metadata (the no-deps packages' declared dependencies are not followed), so a
+      dependency dropped from pyproject but left in the lock is found too.
+    `distribution` reads a package's metadata (the installed one: this venv is built from the lock)."""
+    from packaging.requirements import Requirement
+
+    data = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))
+    settings = lock_settings(pyproject)
+    pins = read_lock(lock)
+    roots = [
+        *data["project"].get("dependencies", []),
+        *data["project"].get("optional-dependencies", {}).get("test", []),
+        *settings["build-requires"],
+        *settings.get("no-deps", []),
+        "pip",  # the venv's installer is locked too
+    ]
+    problems = []
+    for text in roots:
+        requirement = Requirement(text)
+        name = canonical(requirement.name)
+        if name not in pins:
+            problems.append(f"{text!r} (pyproject.toml) is not in {Path(lock).name}: run `make lock`")
+        elif not requirement.specifier.contains(pins[name], prereleases=True):
+            problems.append(f"{text!r} (pyproject.toml) does not admit the locked {name}=={pins[name]}: run `make lock`")
+    no_deps = {canonical(Requirement(text).name) for text in settings.get("no-deps", [])}
+    # markers are read for this interpreter and for the lowest Python the lock is for (uv resolves
+    # `python-version = "3.11"` as 3.11.0: redis needs async-timeout below 3.11.3)
+    pythons = [{}, {"python_full_version": f"{settings['python-version']}.0", "python_version": settings["python-version"]}]
+    needed: set[str] = set()
+    queue = [(Requirement(text), "pyproject.toml") for text in roots]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while queue:
+        requirement, wanted_by = queue.pop()
+        name = canonical(requirement.name)
+        key = (name, frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        needed.add(name)
+        if name not in pins:
+            if wanted_by != "pyproject.toml":
+                problems.append(f"{requirement} (needed by {wanted_by}) is not in {Path(lock).name}: run `make lock`")
+            continue
+        if name in no_deps:
+            continue
+        try:
+            requires = distribution(name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{name}=={pins[name]} is locked but not installed: run `make venv`")
+            continue
+        extras = [""] + sorted(requirement.extras)
+        for text in requires:
+            dependency = Requirement(text)
+            if dependency.marker is None or any(
+                dependency.marker.evaluate({"extra": extra, **python}) for extra in extras for python in pythons
+            ):
+                queue.append((dependency, name))
+    for name in sorted(set(pins) - needed):
+        problems.append(f"{name}=={pins[name]} is in {Path(lock).name} but nothing in pyproject.toml needs it: run `make lock`")
+    return problems
+
+
+def describe_failure(what: str, error: BaseException, pins: dict[str, str] | None) -> str:
+    """One line: `what` failed ("lmms-eval cannot evaluate in this environment"), with the error and where it
+    was raised, the package it points at, and the version `pins` (the lock) holds for it.
+
+    The package is the distribution of a module that failed to import (`filelock._api` -> filelock),
+    else that of the innermost frame of the traceback inside an installed package."""
+    where = _innermost_library_frame(error)
+    package = _package_at_fault(error, where)
+    text = str(error).strip()
+    line = f"{what} ({type(error).__name__}: {text.splitlines()[0] if text else 'no message'}"
+    line += f", at {where[1]}:{where[2]})" if where else ")"
+    if package is None:
+        return line + "; reinstall the environment from requirements.lock (make venv)"
+    installed = _installed_version(package)
+    if pins is not None and pins.get(package) and pins[package] != installed:
+        have = f"{package} {installed} is installed" if installed else f"{package} is not installed"
+        return f"{line}; {have}, it needs {package}=={pins[package]} (requirements.lock): reinstall the environment (make venv)"
+    if pins is not None and package in pins:
+        return f"{line}; {package} {installed} is the locked version: a defect to report (the lock's environment should run it)"
+    return f"{line}; {package} {installed or '(not installed)'} is not pinned by requirements.lock here: install the environment from the lock (make venv)"
+
+
+def _innermost_library_frame(error: BaseException) -> tuple[str, str, int] | None:
+    """(top-level name, path inside site-packages, line) of the innermost frame in an installed package."""
+    import traceback
+
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if "site-packages/" in frame.filename:
+            relative = frame.filename.split("site-packages/", 1)[1]
+            return relative.split("/", 1)[0].removesuffix(".py"), relative, frame.lineno or 0
+    return None
+
+
+def _package_at_fault(error: BaseException, where: tuple[str, str, int] | None) -> str | None:
+    module = getattr(error, "name", None) if isinstance(error, ImportError) else None
+    top = (module or "").split(".")[0] or (where[0] if where else "")
+    if not top:
+        return None
+    distributions = importlib.metadata.packages_distributions().get(top)
+    if distributions:
+        return canonical(distributions[0])
+    return canonical(top) if module else None
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 # ------------------------------------------------------------------------------------ compiling

@@ -38,6 +38,8 @@ class RunRecord(Record):
     device: str
     started_at: datetime
     finished_at: datetime
+    environment_digest: str | None = None  # flows.environment.environment_digest(); None before schema 4
+    lock_digest: str | None = None  # SHA-256 of requirements.lock; None before schema 4 or without a lock
 
 
 class ResultRow(Record):

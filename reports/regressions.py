@@ -191,6 +191,9 @@ def _compare_pairs(
         run_pairs.append(RunPair(model=candidate.model, method=candidate.method_label, config_hash=candidate.config_hash,
                                  baseline_run_id=baseline.run_id, candidate_run_id=candidate.run_id,
                                  same_config=baseline.config_hash == candidate.config_hash))  # fmt: skip
+        if None not in (baseline.environment_digest, candidate.environment_digest) and baseline.environment_digest != candidate.environment_digest:
+            lock = "another lock" if baseline.lock_digest != candidate.lock_digest else "the same lock, other installed packages"
+            notes.append(f"{_describe(candidate)}: computed in another environment than run {baseline.run_id} ({lock})")
         before, after = results.get(baseline.run_id, {}), results.get(candidate.run_id, {})
         shared = sorted(before.keys() & after.keys())
         if not shared:

@@ -19,7 +19,7 @@ import duckdb
 
 from pruning.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -125,7 +125,15 @@ def _v3_layer_redundancy(connection: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: Sequence[Migration] = (_v1_initial_tables, _v2_block_scores, _v3_layer_redundancy)
+def _v4_environment(connection: duckdb.DuckDBPyConnection) -> None:
+    """Which environment computed a run: SHA-256 of every installed package version (with the Python and
+    platform) and of requirements.lock. NULL for rows recorded before version 4, and the lock's for a
+    checkout without one."""
+    connection.execute("ALTER TABLE runs ADD COLUMN environment_digest VARCHAR")
+    connection.execute("ALTER TABLE runs ADD COLUMN lock_digest VARCHAR")
+
+
+MIGRATIONS: Sequence[Migration] = (_v1_initial_tables, _v2_block_scores, _v3_layer_redundancy, _v4_environment)
 
 
 def current_version(connection: duckdb.DuckDBPyConnection) -> int:

@@ -62,6 +62,11 @@ def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
     (n_layers,) = query(database, "SELECT count(*) FROM allocations a JOIN runs r USING (run_id) WHERE r.method = 'wanda'")[0]
     assert n_layers == 30 * 7
     assert "wanda 50%" in first.stdout and "magnitude 50%" in first.stdout
+    # every run names the environment that computed it: all installed versions, and the lock
+    from flows.environment import LOCK, environment_digest, file_digest
+
+    digests = set(query(database, "SELECT environment_digest, lock_digest FROM runs"))
+    assert digests == {(environment_digest(), file_digest(LOCK))}
     # the HTML report (plots included) is written beside the database and linked as an artifact
     page = (tmp / "report-smoke.html").read_text()
     assert "<svg" in page and "wanda 50%" in page

@@ -45,7 +45,7 @@ def add_notes_column(connection) -> None:  # a plausible v2: a new column with a
 
 
 def test_version_constant_counts_the_migrations():
-    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 3
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 4
 
 
 def test_tables_have_the_record_fields_in_order(connection):
@@ -69,7 +69,7 @@ def test_migrate_creates_then_is_a_no_op(connection):
     assert schema.current_version(connection) == 0
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
-    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,)]
+    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,)]
 
 
 def test_older_database_is_migrated_with_rows_intact(connection):
@@ -115,14 +115,35 @@ def test_a_v2_database_gains_the_redundancy_table_and_loses_nothing(tmp_path):
         before = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
     with duckdb.connect(str(path)) as connection:
         connection.execute("BEGIN")
-        assert [version for version, _ in schema.pending_migrations(connection)] == [3]
-        assert schema.migrate(connection) == 3
+        assert [version for version, _ in schema.pending_migrations(connection, schema.MIGRATIONS[:3])] == [3]
+        assert schema.migrate(connection, schema.MIGRATIONS[:3]) == 3
         connection.execute("COMMIT")
         assert {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS} == before
         assert connection.execute("SELECT count(*) FROM redundancy").fetchone() == (0,)
         connection.execute("INSERT INTO redundancy VALUES ('run-1', 'interlace', 'cos_mean', 0, 3, 0.91)")
         with pytest.raises(duckdb.ConstraintException):  # the key: one value per (run, method, kind, i, j)
             connection.execute("INSERT INTO redundancy VALUES ('run-1', 'interlace', 'cos_mean', 0, 3, 0.5)")
+
+
+def test_a_v3_database_gains_empty_environment_digests_and_loses_nothing(tmp_path):
+    path = tmp_path / "v3.duckdb"
+    with duckdb.connect(str(path)) as connection:  # a file as version 3 of prunebench wrote it
+        connection.execute("BEGIN")
+        schema.migrate(connection, schema.MIGRATIONS[:3])
+        for table, row in V2_ROWS.items():
+            connection.execute(f"INSERT INTO {table} VALUES {row}")
+        connection.execute("COMMIT")
+        before = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("BEGIN")
+        assert [version for version, _ in schema.pending_migrations(connection)] == [4]
+        assert schema.migrate(connection) == 4
+        connection.execute("COMMIT")
+        after = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
+        assert after["runs"] == [row + (None, None) for row in before["runs"]]  # older runs: digests unknown
+        assert {table: rows for table, rows in after.items() if table != "runs"} == {
+            table: rows for table, rows in before.items() if table != "runs"
+        }
 
 
 PROVENANCE = ("git_commit", "package_versions", "config_hash", "seed", "host", "device", "started_at", "finished_at")

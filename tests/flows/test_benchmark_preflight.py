@@ -1,0 +1,78 @@
+"""`prunebench run` fails in seconds, before any model loads or trains, when an evaluation backend cannot run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from flows.config import load_config
+from flows.environment import Difference
+
+REPO = Path(__file__).resolve().parents[2]
+# as filelock 4.3 shipped: the package and its own modules work, `import filelock._api` fails (the module is gone)
+BROKEN_FILELOCK = """
+import importlib, pkgutil, sys
+import filelock
+for module in pkgutil.iter_modules(filelock.__path__):
+    importlib.import_module(f"filelock.{module.name}")
+sys.modules["filelock._api"] = None
+"""
+
+
+def toy_vlm_config(tmp: Path) -> Path:
+    config = {
+        "name": "preflight",
+        "studies": [{"model": {"source": "packaged:toy-vlm"}, "methods": [{"name": "dense"}], "eval": {"suites": ["imageqa_mc"]}}],
+        # a cache of its own: no trained toy-vlm in it, so getting past the preflight would mean minutes of training
+        "output": {"database": str(tmp / "results.duckdb"), "workdir": str(tmp / "work"), "cache": str(tmp / "cache")},
+    }
+    path = tmp / "preflight.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_broken_lmms_eval_stops_the_run_before_the_toy_vlm_trains(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BROKEN_FILELOCK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PYTHONPATH"] = str(site)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(toy_vlm_config(tmp_path))],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("prunebench: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "lmms-eval cannot evaluate in this environment (ModuleNotFoundError: import of filelock._api halted" in errors[0]
+    assert "lmms_eval/evaluator.py:" in errors[0] and "filelock" in errors[0].split(";")[-1]
+    assert elapsed < 120, elapsed  # seconds, not the 18 minutes of 2026-12-06
+    cache = tmp_path / "cache"
+    assert not (cache / "models").exists() and not (tmp_path / "results.duckdb").exists()  # nothing loaded, nothing recorded
+    assert not (cache / "rehearsals").exists()  # a failed rehearsal is not remembered
+
+
+def test_an_environment_that_differs_from_the_lock_is_named_and_a_passed_rehearsal_remembered(tmp_path, capsys, monkeypatch):
+    from flows import benchmark, environment
+
+    config = load_config(toy_vlm_config(tmp_path))
+    monkeypatch.setattr(environment, "environment_differences", lambda: [Difference("filelock", "4.2.11", "4.3.2")])
+    benchmark.check_environment(config, [], ["some_lmms_task"])
+    warning = capsys.readouterr().err
+    assert warning.startswith("prunebench: warning: this environment differs from requirements.lock in 1 package(s) "
+                              "(filelock 4.3.2 is installed, the lock pins filelock==4.2.11)")  # fmt: skip
+    (marker,) = (tmp_path / "cache" / "rehearsals").glob("*.ok")
+    assert marker.read_text() == "lmms-eval (import only)\n"
+    calls = []
+    monkeypatch.setattr("evals.rehearsal.rehearse", lambda *args, **kwargs: calls.append(args) or [])
+    benchmark.check_environment(config, [], ["some_lmms_task"])
+    assert calls == []  # same environment, code and suites: not rehearsed again
+    benchmark.check_environment(config, ["jargon_ppl"], ["some_lmms_task"])
+    assert len(calls) == 1  # other suites: rehearsed
