@@ -72,7 +72,11 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     """Shared stages first (suites, image data, then per study: toy-VLM training, model, calibration,
     every distinct block scoring, layer redundancy, SLEB orders), then one branch per (study, method):
     in turn in the flow's thread (`prunebench run`), or submitted to the flow's task runner all at
-    once (`fan_out`, `prunebench sweep`). Every branch records its own run; the leaderboard follows."""
+    once (`fan_out`, `prunebench sweep`). Every branch records its own run; the leaderboard follows.
+
+    The preflight runs first here too (the CLI ran it before Prefect started; a scheduled run on a
+    worker comes straight here): a worker whose environment cannot evaluate fails in seconds."""
+    preflight(config)
     logger = get_run_logger()
     code = code_fingerprint()
     workdir = str(config.output.workdir.resolve())
@@ -437,6 +441,9 @@ def preflight(config: ExperimentConfig) -> None:
     check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
 
 
+_WARNED: set[tuple] = set()
+
+
 def check_environment(config: ExperimentConfig, text_suites: list[str], image_suites: list[str]) -> None:
     """Before any model loads: say how the environment differs from requirements.lock (a warning: results
     then carry another environment digest), and rehearse every evaluation backend the config needs on
@@ -450,7 +457,8 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
     from evals.rehearsal import BackendError, rehearse
 
     found = environment.environment_differences()
-    if found:
+    if found and tuple(found) not in _WARNED:  # once per process (the CLI and the flow both check)
+        _WARNED.add(tuple(found))
         shown = "; ".join(map(str, found[:3])) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
         print(
             f"prunebench: warning: this environment differs from requirements.lock in {len(found)} package(s) ({shown}); "

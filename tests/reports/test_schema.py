@@ -104,15 +104,20 @@ V2_ROWS = {
 }
 
 
-def test_a_v2_database_gains_the_redundancy_table_and_loses_nothing(tmp_path):
-    path = tmp_path / "v2.duckdb"
-    with duckdb.connect(str(path)) as connection:  # a file as version 2 of prunebench wrote it
+def older_database(path, version: int) -> dict[str, list[tuple]]:
+    """A file as `version` of prunebench wrote it, one row in each table of version 2; returns those rows."""
+    with duckdb.connect(str(path)) as connection:
         connection.execute("BEGIN")
-        schema.migrate(connection, schema.MIGRATIONS[:2])
+        schema.migrate(connection, schema.MIGRATIONS[:version])
         for table, row in V2_ROWS.items():
             connection.execute(f"INSERT INTO {table} VALUES {row}")
         connection.execute("COMMIT")
-        before = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
+        return {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
+
+
+def test_a_v2_database_gains_the_redundancy_table_and_loses_nothing(tmp_path):
+    path = tmp_path / "v2.duckdb"
+    before = older_database(path, 2)
     with duckdb.connect(str(path)) as connection:
         connection.execute("BEGIN")
         assert [version for version, _ in schema.pending_migrations(connection, schema.MIGRATIONS[:3])] == [3]
@@ -127,23 +132,17 @@ def test_a_v2_database_gains_the_redundancy_table_and_loses_nothing(tmp_path):
 
 def test_a_v3_database_gains_empty_environment_digests_and_loses_nothing(tmp_path):
     path = tmp_path / "v3.duckdb"
-    with duckdb.connect(str(path)) as connection:  # a file as version 3 of prunebench wrote it
-        connection.execute("BEGIN")
-        schema.migrate(connection, schema.MIGRATIONS[:3])
-        for table, row in V2_ROWS.items():
-            connection.execute(f"INSERT INTO {table} VALUES {row}")
-        connection.execute("COMMIT")
-        before = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
+    before = older_database(path, 3)
     with duckdb.connect(str(path)) as connection:
         connection.execute("BEGIN")
         assert [version for version, _ in schema.pending_migrations(connection)] == [4]
         assert schema.migrate(connection) == 4
         connection.execute("COMMIT")
         after = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
-        assert after["runs"] == [row + (None, None) for row in before["runs"]]  # older runs: digests unknown
-        assert {table: rows for table, rows in after.items() if table != "runs"} == {
-            table: rows for table, rows in before.items() if table != "runs"
-        }
+    assert after["runs"] == [row + (None, None) for row in before["runs"]]  # older runs: digests unknown
+    assert {table: rows for table, rows in after.items() if table != "runs"} == {
+        table: rows for table, rows in before.items() if table != "runs"
+    }
 
 
 PROVENANCE = ("git_commit", "package_versions", "config_hash", "seed", "host", "device", "started_at", "finished_at")
