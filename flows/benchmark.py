@@ -455,6 +455,7 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
     import sys
 
     from evals.rehearsal import BackendError, rehearse
+    from pruning.files import write_text_atomic
 
     found = environment.environment_differences()
     if found and tuple(found) not in _WARNED:  # once per process (the CLI and the flow both check)
@@ -476,8 +477,9 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
         if isinstance(failed.error, PrunebenchError):  # ours: already says what to do
             raise
         pins = environment.read_lock() if environment.LOCK.is_file() else None
-        raise BackendError(failed.backend, failed.error, environment.describe_failure(f"{failed.backend} cannot evaluate in this environment", failed.error, pins)) from failed.error
+        line = environment.describe_failure(f"{failed.backend} cannot evaluate in this environment", failed.error, pins)
+        raise BackendError(failed.backend, failed.error, line) from failed.error
     if done:
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("\n".join(done) + "\n", encoding="utf-8")
+        write_text_atomic(marker, "\n".join(done) + "\n")
 

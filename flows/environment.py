@@ -57,6 +57,19 @@ def read_lock(path: Path = LOCK) -> dict[str, str]:
     return pins
 
 
+def lock_entries(names: list[str], path: Path = LOCK) -> str:
+    """The lock's lines for these packages (pin and hashes), a requirements file of their own."""
+    wanted, blocks = {canonical(name) for name in names}, []
+    for block in re.split(r"\n(?=\S)", Path(path).read_text(encoding="utf-8")):
+        match = _PIN.match(block)
+        if match and canonical(match.group(1)) in wanted:
+            blocks.append(block.strip())
+    found = {canonical(_PIN.match(block).group(1)) for block in blocks}
+    if found != wanted:
+        raise SystemExit(f"{path}: no pin for {', '.join(sorted(wanted - found))}")
+    return "\n".join(blocks) + "\n"
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -299,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     compile_.add_argument("--find-links", help=f"folder with torch's CPU wheel (default: $PIP_FIND_LINKS or {DEFAULT_FIND_LINKS})")
     compile_.add_argument("--out", type=Path, default=LOCK)
     commands.add_parser("check", help="list how this interpreter's packages differ from requirements.lock; exit 1 if they do")
+    extract = commands.add_parser("extract", help="print the lock's entries (pins and hashes) of these packages")
+    extract.add_argument("packages", nargs="+")
     args = parser.parse_args(argv)
+    if args.command == "extract":
+        print(lock_entries(args.packages), end="")
+        return 0
     if args.command == "compile":
         out = compile_lock(args.uv, args.out, find_links=args.find_links)
         print(f"wrote {out}: {len(read_lock(out))} packages")
