@@ -15,10 +15,11 @@ rehearsed: the backend is then only imported, with our model class registered.
 from __future__ import annotations
 
 import importlib
+import io
 import math
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -34,28 +35,35 @@ class BackendError(PrunebenchError):
     """An evaluation backend cannot run in this environment: `backend` and the `error` its rehearsal raised
     (`flows.environment.describe_failure` turns them into one line naming the package at fault)."""
 
-    def __init__(self, backend: str, error: BaseException, message: str | None = None) -> None:
+    def __init__(self, backend: str, error: BaseException, message: str | None = None, output: str = "") -> None:
         super().__init__(message or f"{backend} cannot evaluate in this environment ({type(error).__name__}: {error})")
-        self.backend, self.error = backend, error
+        self.backend, self.error, self.output = backend, error, output  # output: what the harness printed
 
 
 def rehearse(text_suites: Sequence[str], image_suites: Sequence[str], cache_dir: Path) -> list[str]:
     """Rehearse lm-eval on the local `text_suites` and lmms-eval on the local `image_suites`; return what ran.
 
     `cache_dir` is the run's cache (the text corpus is read, or fetched once, from there: the same
-    data the run's suites are built from). Raises `BackendError` on the first backend that fails."""
+    data the run's suites are built from). What the harnesses print (progress bars, logs) is kept out of
+    the run's output; a `BackendError` carries it. Raises `BackendError` on the first backend that fails."""
     from evals.suites import IMAGE_SUITES, SUITES, expand_suites
 
     done = []
     text = [name for name in expand_suites(text_suites) if name in SUITES]
     images = [name for name in image_suites if name in IMAGE_SUITES]
+    printed = io.StringIO()
     with tempfile.TemporaryDirectory(prefix="prunebench-rehearsal-") as scratch, _global_rngs_kept():
-        if text_suites:
-            _guarded("lm-eval", lambda: _rehearse_text(text, Path(cache_dir), Path(scratch)))
-            done.append(f"lm-eval ({', '.join(text) or 'import only'})")
-        if image_suites:
-            _guarded("lmms-eval", lambda: _rehearse_images(images, Path(scratch)))
-            done.append(f"lmms-eval ({', '.join(images) or 'import only'})")
+        try:
+            with redirect_stdout(printed), redirect_stderr(printed):
+                if text_suites:
+                    _guarded("lm-eval", lambda: _rehearse_text(text, Path(cache_dir), Path(scratch)))
+                    done.append(f"lm-eval ({', '.join(text) or 'import only'})")
+                if image_suites:
+                    _guarded("lmms-eval", lambda: _rehearse_images(images, Path(scratch)))
+                    done.append(f"lmms-eval ({', '.join(images) or 'import only'})")
+        except BackendError as failed:
+            failed.output = printed.getvalue()
+            raise
     return done
 
 

@@ -453,6 +453,8 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
     fingerprint and the suites: the same environment and code pass the same rehearsal."""
     import hashlib
     import sys
+    import time
+    import traceback
 
     from evals.rehearsal import BackendError, rehearse
     from pruning.files import write_text_atomic
@@ -471,6 +473,7 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
     marker = config.output.cache_dir / "rehearsals" / f"{key}.ok"
     if marker.is_file():
         return
+    started = time.monotonic()
     try:
         done = rehearse(text_suites, image_suites, config.output.cache_dir)
     except BackendError as failed:
@@ -478,8 +481,13 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
             raise
         pins = environment.read_lock() if environment.LOCK.is_file() else None
         line = environment.describe_failure(f"{failed.backend} cannot evaluate in this environment", failed.error, pins)
-        raise BackendError(failed.backend, failed.error, line) from failed.error
+        log = marker.parent / "failed.log"  # the harness's own output and the traceback, for whoever digs further
+        log.parent.mkdir(parents=True, exist_ok=True)
+        trace = "".join(traceback.format_exception(failed.error))
+        write_text_atomic(log, f"{line}\n\n--- what the harness printed ---\n{failed.output}\n--- traceback ---\n{trace}")
+        raise BackendError(failed.backend, failed.error, f"{line}; details in {log}") from failed.error
     if done:
+        print(f"preflight: {' and '.join(done)} rehearsed on 2 items per suite in {time.monotonic() - started:.1f} s", flush=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(marker, "\n".join(done) + "\n")
 

@@ -15,7 +15,7 @@ from evals.suites import SUITES
 IMAGE_SUITES = ["imageqa_mc", "imageqa_short"]
 
 
-def test_both_backends_run_every_local_suite_the_way_a_run_does(cache_dir):
+def test_both_backends_run_every_local_suite_the_way_a_run_does(cache_dir, capsys):
     """lm-eval on the three text suites built from the corpus, lmms-eval with our model class on the image-QA ones."""
     states = (random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state())
     done = rehearse(sorted(SUITES), IMAGE_SUITES, cache_dir)
@@ -23,6 +23,7 @@ def test_both_backends_run_every_local_suite_the_way_a_run_does(cache_dir):
     # the harnesses seed the global generators: the run that follows finds them as they were
     assert random.getstate() == states[0] and (np.random.get_state()[1] == states[1]).all()
     assert torch.equal(torch.random.get_rng_state(), states[2])
+    assert capsys.readouterr().out == ""  # what the harnesses print (lm-eval's "bootstrapping ...") stays out of the run's output
 
 
 def test_only_the_backends_asked_for_are_rehearsed(tmp_path):

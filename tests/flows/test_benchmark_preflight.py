@@ -52,11 +52,14 @@ def test_a_broken_lmms_eval_stops_the_run_before_the_toy_vlm_trains(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("prunebench: error:")]
     assert len(errors) == 1, result.stderr[-2000:]
     assert "lmms-eval cannot evaluate in this environment (ModuleNotFoundError: import of filelock._api halted" in errors[0]
-    assert "lmms_eval/evaluator.py:" in errors[0] and "filelock" in errors[0].split(";")[-1]
+    assert "lmms_eval/evaluator.py:" in errors[0] and "filelock" in errors[0].split("; details in")[0].split(";")[-1]
     assert elapsed < 120, elapsed  # seconds, not the 18 minutes of 2026-12-06
     cache = tmp_path / "cache"
     assert not (cache / "models").exists() and not (tmp_path / "results.duckdb").exists()  # nothing loaded, nothing recorded
-    assert not (cache / "rehearsals").exists()  # a failed rehearsal is not remembered
+    assert not list((cache / "rehearsals").glob("*.ok"))  # a failed rehearsal is not remembered
+    log = cache / "rehearsals" / "failed.log"  # but its output and traceback are kept, and named
+    assert errors[0].endswith(f"; details in {log}")
+    assert "Traceback" in log.read_text() and "filelock._api" in log.read_text()
 
 
 def test_an_environment_that_differs_from_the_lock_is_named_and_a_passed_rehearsal_remembered(tmp_path, capsys, monkeypatch):

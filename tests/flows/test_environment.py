@@ -136,3 +136,15 @@ def test_an_error_raised_inside_a_package_names_that_package_and_line():
     error = failure_of("import yaml; yaml.safe_load('a: [')")
     message = describe_failure("x", error, {"pyyaml": "0.0"})
     assert "at yaml/" in message and f"pyyaml {importlib.metadata.version('pyyaml')} is installed, it needs pyyaml==0.0" in message
+
+
+def test_extract_gives_a_hash_checked_requirements_file_of_the_named_packages(tmp_path):
+    """What `make venv` installs first: the locked pip and setuptools, each with its hashes."""
+    text = environment.lock_entries(["pip", "SetupTools"])
+    path = tmp_path / "bootstrap.txt"
+    path.write_text(text)
+    pins = read_lock(environment.LOCK)
+    assert read_lock(path) == {"pip": pins["pip"], "setuptools": pins["setuptools"]}
+    assert text.count("--hash=sha256:") >= 2
+    with pytest.raises(SystemExit, match="no pin for not-a-package"):
+        environment.lock_entries(["pip", "not-a-package"])
