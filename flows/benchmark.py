@@ -479,8 +479,7 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
     except BackendError as failed:
         if isinstance(failed.error, PrunebenchError):  # ours: already says what to do
             raise
-        pins = environment.read_lock() if environment.LOCK.is_file() else None
-        line = environment.describe_failure(f"{failed.backend} cannot evaluate in this environment", failed.error, pins)
+        line = environment.describe_failure(f"{failed.backend} cannot evaluate in this environment", failed.error, environment.lock_pins())
         log = marker.parent / "failed.log"  # the harness's own output and the traceback, for whoever digs further
         log.parent.mkdir(parents=True, exist_ok=True)
         trace = "".join(traceback.format_exception(failed.error))

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as error:  # a package of the environment is broken or missing: say which, in one line
         from flows import environment
 
-        pins = environment.read_lock() if environment.LOCK.is_file() else None
-        print(f"prunebench: error: {environment.describe_failure('prunebench cannot start in this environment', error, pins)}", file=sys.stderr)
+        line = environment.describe_failure("prunebench cannot start in this environment", error, environment.lock_pins())
+        print(f"prunebench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prunebench: interrupted; finished stages are cached and will be reused", file=sys.stderr)

@@ -57,6 +57,11 @@ def read_lock(path: Path = LOCK) -> dict[str, str]:
     return pins
 
 
+def lock_pins(path: Path = LOCK) -> dict[str, str] | None:
+    """`read_lock`, or None when this checkout has no lock (an installed wheel)."""
+    return read_lock(path) if Path(path).is_file() else None
+
+
 def lock_entries(names: list[str], path: Path = LOCK) -> str:
     """The lock's lines for these packages (pin and hashes), a requirements file of their own."""
     wanted, blocks = {canonical(name) for name in names}, []
@@ -133,28 +138,25 @@ def differences(locked: dict[str, str], installed: dict[str, str], ignore: froze
 
 def environment_differences(path: Path = LOCK) -> list[Difference] | None:
     """How this interpreter's packages differ from the lock; None when there is no lock to compare with."""
-    if not Path(path).is_file():
-        return None
-    return differences(read_lock(path), installed_versions())
+    pins = lock_pins(path)
+    return None if pins is None else differences(pins, installed_versions())
 
 
-def lock_problems(pyproject: Path = PYPROJECT, lock: Path = LOCK, distribution=importlib.metadata.distribution) -> list[str]:
+def lock_problems(pyproject: Path = PYPROJECT, lock: Path = LOCK) -> list[str]:
     """Where pyproject.toml and the lock disagree; empty when they agree.
 
     - every requirement of pyproject (dependencies, the `test` extra, the build requirements, the
       no-deps packages) is pinned in the lock, at a version its range admits;
     - every pinned package is needed: reached from those requirements through the installed
       packages' own metadata (the no-deps packages' declared dependencies are not followed), so a
-      dependency dropped from pyproject but left in the lock is found too.
-    `distribution` reads a package's metadata (the installed one: this venv is built from the lock)."""
+      dependency dropped from pyproject but left in the lock is found too (the metadata read is the
+      installed packages': this venv is built from the lock)."""
     from packaging.requirements import Requirement
 
-    data = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))
     settings = lock_settings(pyproject)
     pins = read_lock(lock)
     roots = [
-        *data["project"].get("dependencies", []),
-        *data["project"].get("optional-dependencies", {}).get("test", []),
+        *settings["requires"],
         *settings["build-requires"],
         *settings.get("no-deps", []),
         "pip",  # the venv's installer is locked too
@@ -189,7 +191,7 @@ def lock_problems(pyproject: Path = PYPROJECT, lock: Path = LOCK, distribution=i
         if name in no_deps:
             continue
         try:
-            requires = distribution(name).requires or []
+            requires = importlib.metadata.distribution(name).requires or []
         except importlib.metadata.PackageNotFoundError:
             problems.append(f"{name}=={pins[name]} is locked but not installed: run `make venv`")
             continue
@@ -260,9 +262,12 @@ def _installed_version(package: str) -> str | None:
 
 
 def lock_settings(pyproject: Path = PYPROJECT) -> dict:
-    """`[tool.prunebench.lock]` and the build requirements of pyproject.toml."""
+    """`[tool.prunebench.lock]` of pyproject.toml, with the project's requirements (`requires`: its
+    dependencies and the `test` extra, which the lock resolves) and its build requirements."""
     data = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))
+    project = data.get("project", {})
     settings = dict(data.get("tool", {}).get("prunebench", {}).get("lock", {}))
+    settings["requires"] = [*project.get("dependencies", []), *project.get("optional-dependencies", {}).get("test", [])]
     settings["build-requires"] = list(data.get("build-system", {}).get("requires", []))
     return settings
 
@@ -288,6 +293,7 @@ def compile_lock(uv: str, out: Path = LOCK, pyproject: Path = PYPROJECT, find_li
         "# Installed by `make venv` with: pip install --no-deps --require-hashes -r requirements.lock\n"
     )
     text = header + resolved.strip() + "\n\n" + NO_DEPS_MARK + "\n" + alone.strip() + "\n"
+    # written whole or not at all; pruning.files is out of reach of a script run before any venv exists
     tmp = Path(out).with_name(f".{Path(out).name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)
