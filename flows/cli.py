@@ -258,8 +258,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     for study in config.studies:
-        labels = ", ".join(method.label for method in study.methods)
-        print(f"{study.model.source}: {labels} on {', '.join(study.eval.suites)}")
+        print(f"{study.model.source}: {len(study.methods)} method(s) on {', '.join(study.eval.suites)}")
+        for method in study.methods:
+            print(f"  {method.method_id}  {method.label}")
     print(f"{args.config}: ok")
     return 0
 
@@ -336,6 +337,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{spec.model_fields['name'].annotation.__args__[0]:<10} {doc}")
         if fields:
             print(f"{'':<10} fields: {', '.join(fields)}")
+    print(
+        "\nA list for any field is a grid (`sparsity: [0.5, 0.7]`, `finetune: {lr: [1.0e-5, 1.0e-4]}`): one method per "
+        "combination. A method is all of its parameters; `id` only names it."
+    )
     return 0
 
 

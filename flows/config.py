@@ -8,12 +8,14 @@ the file, the field, the value and what was expected.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pruning.errors import ConfigError
 from pruning.specs import CalibrationSpec, MethodSpec, ModelSpec, Spec
@@ -26,6 +28,22 @@ class EvalSpec(Spec):
     batch_size: int = Field(8, gt=0)
     limit: int | None = Field(None, gt=0, description="at most this many documents per suite (smoke runs)")
     max_length: int | None = Field(None, gt=0, description="context window for perplexity; default: the model's")
+    # How results are read, not what is computed: left out of the dump when empty, so configs without
+    # it keep their config hash and cache keys (`run_bundle` leaves it out of the config hash always).
+    primary_metrics: dict[str, str] = Field(
+        default_factory=dict,
+        exclude_if=lambda chosen: not chosen,
+        description="suite -> the metric mean retention averages for it (default: evals.suites.primary)",
+    )
+
+    @field_validator("primary_metrics")
+    @classmethod
+    def _of_evaluated_suites(cls, chosen: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        from evals.suites.primary import check_primary_metrics
+
+        if "suites" in info.data:  # else `suites` itself failed, and says so
+            check_primary_metrics(chosen, info.data["suites"])
+        return chosen
 
 
 class StudySpec(Spec):
@@ -34,13 +52,26 @@ class StudySpec(Spec):
     methods: list[MethodSpec] = Field(min_length=1)
     eval: EvalSpec
 
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _expand_grids(cls, methods: Any) -> Any:
+        """An entry with lists for values is a grid: one method per combination."""
+        if not isinstance(methods, list):
+            return methods
+        return [expanded for entry in methods for expanded in expand_grid(entry)]
+
     @field_validator("methods")
     @classmethod
     def _distinct_methods(cls, methods: list) -> list:
-        labels = [method.label for method in methods]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise ValueError(f"method listed twice: {', '.join(repeated)}")
+        """The one thing refused: the identical method (all parameters equal) listed twice."""
+        seen: dict[str, int] = {}
+        for index, method in enumerate(methods):
+            first = seen.setdefault(method.method_id, index)
+            if first != index:
+                raise ValueError(
+                    f"the same method is listed twice (entries {first + 1} and {index + 1} after expanding grids, "
+                    f"{method.base_label}, every parameter equal); change a parameter or remove one"
+                )
         return methods
 
 
@@ -60,6 +91,16 @@ class ExperimentConfig(Spec):
     description: str = ""
     studies: list[StudySpec] = Field(min_length=1)
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _label_methods(self) -> "ExperimentConfig":
+        """Each method's label: its `id` or its own label, plus the parameters that tell it apart from the
+        experiment's other methods of that label (two SparseGPT block sizes read `sparsegpt 50% (blocksize=32)`
+        and `sparsegpt 50% (blocksize=128)`)."""
+        methods = [method for study in self.studies for method in study.methods]
+        for method, label in zip(methods, distinguishing_labels(methods)):
+            method.labelled(label)
+        return self
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -92,6 +133,65 @@ def describe_validation_error(err: ValidationError) -> str:
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     more = f" [and {len(problems) - 1} more problem(s)]" if len(problems) > 1 else ""
     return f"{where}: {first['msg']}{shown}{more}"
+
+
+def expand_grid(entry: Any) -> list[Any]:
+    """A method entry whose values include lists -> one entry per combination, in order (nested mappings
+    such as `finetune` expand too): `{name: owl, sparsity: [0.5, 0.7], lam: [0.04, 0.08]}` gives four.
+    No method parameter is a list, so a list always means a grid."""
+    if not isinstance(entry, dict):
+        return [entry]
+    axes = []
+    for key, value in entry.items():
+        if isinstance(value, list):
+            if not value:
+                raise ValueError(f"{key}: an empty list (a grid of no values) gives no method to run")
+            options = value
+        else:
+            options = expand_grid(value) if isinstance(value, dict) else [value]
+        axes.append([(key, option) for option in options])
+    return [dict(combination) for combination in itertools.product(*axes)]
+
+
+def distinguishing_labels(methods: Sequence) -> list[str]:
+    """For each method, its `id` or own label, and where other methods (of other parameters) share that
+    label, the parameters whose values differ among them, in the spec's field order."""
+    def name(method) -> str:
+        return method.id or method.base_label
+
+    flat = {method.method_id: _flat(method.canonical_params()) for method in methods}
+    groups: dict[str, list[str]] = {}
+    for method in methods:
+        members = groups.setdefault(name(method), [])
+        if method.method_id not in members:
+            members.append(method.method_id)
+    labels = []
+    for method in methods:
+        members = groups[name(method)]
+        keys = dict.fromkeys(key for member in members for key in flat[member])  # ordered union
+        differing = [key for key in keys if len({repr(flat[member].get(key)) for member in members}) > 1]
+        shown = ", ".join(f"{key}={_shown(flat[method.method_id].get(key))}" for key in differing)
+        labels.append(f"{name(method)} ({shown})" if shown else name(method))
+    return labels
+
+
+def _flat(params: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as dotted keys: {"finetune": {"lr": 1e-5}} -> {"finetune.lr": 1e-5}."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def spec_hash(*specs: Spec | dict | str) -> str:

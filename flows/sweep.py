@@ -49,8 +49,9 @@ def expand_ratios(
     """The config with every method that has a `sparsity` (`drop_ratio`) field once per given value.
 
     Dense and methods without the field stay once, and so do N:M methods (their pattern fixes the
-    sparsity). The result is validated as the YAML is, so a bad value or two methods ending up with
-    one label fail here, before anything runs, with the field and the value.
+    sparsity). The result is validated as the YAML is, so a bad value fails here, before anything runs,
+    with the field and the value; a value the config already lists runs once. Swept methods are labelled
+    as grids are: each shows the ratio it runs at.
     """
     ratios = {field: list(values) for field, values in (("sparsity", sparsity), ("drop_ratio", drop_ratio)) if values}
     if not ratios:
@@ -58,6 +59,10 @@ def expand_ratios(
     flags = " ".join(f"{_FLAGS[field]} {','.join(f'{value:g}' for value in values)}" for field, values in ratios.items())
     where = f"{source or config.name} swept with {flags}"
     raw = config.model_dump(mode="json")
+    for study, dumped in zip(config.studies, raw["studies"]):  # a method's `id` is no parameter, so not dumped
+        for method, entry in zip(study.methods, dumped["methods"]):
+            if method.id is not None:
+                entry["id"] = method.id
     for field in ratios:
         if not any(_swept_field(method, ratios) == field for study in raw["studies"] for method in study["methods"]):
             raise ConfigError(f"{where}: no method has a `{field}` field to sweep")

@@ -6,14 +6,57 @@ frozen pydantic models with `extra="forbid"`, so a typo in a YAML key fails at t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def method_identity(params: dict[str, Any]) -> str:
+    """A method's identity: SHA-256 of its full parameters (canonical JSON, keys sorted), 16 hex digits.
+
+    Two entries with the same parameters are the same method whatever they are called; any parameter
+    that differs (a SparseGPT block size, an OWL λ, a finetune lr) makes another method."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class _Method(Spec):
+    """What every method spec shares: an identity made of all its parameters, and a label for people.
+
+    `id` is the user's own label for an entry; it names the method and is not one of its parameters
+    (excluded from dumps, so it changes no identity, hash or cache key). The label an experiment shows
+    is set once the whole config is read (`flows.config`): the `id` or the method's own label, with the
+    parameters that tell it apart from the experiment's other methods of that label."""
+
+    id: str | None = Field(None, min_length=1, exclude=True, description="your label for this entry (default: the method's own)")
+    _label: str | None = PrivateAttr(None)
+
+    def canonical_params(self) -> dict[str, Any]:
+        """Every parameter, defaults included, as JSON values (what `runs.method_params` records)."""
+        return self.model_dump(mode="json")
+
+    @property
+    def method_id(self) -> str:
+        return method_identity(self.canonical_params())
+
+    @property
+    def label(self) -> str:
+        return self._label or self.id or self.base_label
+
+    @property
+    def base_label(self) -> str:
+        raise NotImplementedError
+
+    def labelled(self, label: str) -> None:
+        """Set the label the experiment shows (a display name only: no identity or cache key sees it)."""
+        self._label = label
 
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -93,7 +136,7 @@ def parse_n_m(pattern: str) -> tuple[int, int]:
     return n, m
 
 
-class _Sparsity(Spec):
+class _Sparsity(_Method):
     """Shared by local pruners: a target sparsity in [0, 1), or an N:M pattern (which fixes it)."""
 
     sparsity: float | None = Field(None, ge=0.0, lt=1.0)
@@ -119,7 +162,7 @@ class _Sparsity(Spec):
         return self.sparsity
 
     @property
-    def label(self) -> str:
+    def base_label(self) -> str:
         pattern = self.n_m if self.n_m else f"{round(self.target * 100, 2):g}%"
         healed = " +ft" if self.finetune is not None else ""
         return f"{self.name} {pattern}{healed}"  # type: ignore[attr-defined]
@@ -134,7 +177,7 @@ class _Sparsity(Spec):
         return {}
 
 
-class DenseSpec(Spec):
+class DenseSpec(_Method):
     """The unpruned model: the reference every retention figure divides by."""
 
     name: Literal["dense"] = "dense"
@@ -144,7 +187,7 @@ class DenseSpec(Spec):
         return 0.0
 
     @property
-    def label(self) -> str:
+    def base_label(self) -> str:
         return "dense"
 
 
@@ -197,7 +240,7 @@ class ScoreSpec(Spec):
         return {"outlier_ratio": f"owl, M={self.outlier_m:g}"}.get(self.kind, f"ecoflap {self.kind}-order")
 
 
-class _Allocated(_SparseGPTOptions):
+class _Allocated(_SparseGPTOptions, _Method):
     """A non-uniform allocation: per-block sparsities around `sparsity`, then `local` inside each layer.
 
     The parameter-weighted sparsity over all pruned blocks (vision and language together) is
@@ -232,7 +275,7 @@ class OWLSpec(_Allocated):
     lam: float = Field(0.08, ge=0, lt=1, description="λ: block sparsities lie within target ± λ")
 
     @property
-    def label(self) -> str:
+    def base_label(self) -> str:
         return f"owl+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
 
     @property
@@ -259,7 +302,7 @@ class ECoFLaPSpec(_Allocated):
         return self.score_samples or (32 if self.score == "zeroth" else 128)
 
     @property
-    def label(self) -> str:
+    def base_label(self) -> str:
         return f"ecoflap({self.score})+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
 
     @property
@@ -277,7 +320,7 @@ class ECoFLaPSpec(_Allocated):
 # --------------------------------------------------------------------------- finetuning and layer dropping
 
 
-class _LayerDrop(Spec):
+class _LayerDrop(_Method):
     """Shared by layer-dropping methods: drop K = floor(drop_ratio * L) decoder layers of the language model."""
 
     drop_ratio: float = Field(gt=0.0, lt=1.0, description="share of decoder layers to drop")
@@ -299,7 +342,7 @@ class _LayerDrop(Spec):
         return "all" if self.finetune is not None else "none"
 
     @property
-    def label(self) -> str:
+    def base_label(self) -> str:
         healed = " +ft" if self.finetune is not None else ""
         return f"{self.name} {round(self.drop_ratio * 100, 2):g}%{healed}"  # type: ignore[attr-defined]
 
@@ -349,7 +392,7 @@ class InterlaceSpec(_LayerDrop):
         return self.train if self.finetune is not None else "none"
 
     @property
-    def label(self) -> str:
+    def base_label(self) -> str:
         variant = [part for part in (self.selection != "triplets" and self.selection, self.train != "interleaved" and f"train-{self.train}") if part]
         suffix = f"[{', '.join(variant)}]" if variant else ""
         unhealed = " no-ft" if self.finetune is None else ""

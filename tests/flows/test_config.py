@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from flows.config import ExperimentConfig, load_config, spec_hash
+from flows.config import EvalSpec, ExperimentConfig, load_config, spec_hash
 from pruning.errors import ConfigError
 from pruning.specs import WandaSpec
 
@@ -86,8 +87,67 @@ def test_missing_file(tmp_path):
 
 def test_method_listed_twice_is_rejected(tmp_path):
     text = VALID.replace("      - name: dense\n", "      - name: dense\n      - name: dense\n")
-    with pytest.raises(ConfigError, match="method listed twice: dense"):
+    with pytest.raises(ConfigError, match=r"the same method is listed twice \(entries 1 and 2 after expanding grids, dense"):
         load_config(write(tmp_path, text))
+
+
+def _study(*methods: dict) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "name": "t",
+        "studies": [{"model": {"source": "packaged:smollm2-135m"}, "methods": list(methods), "eval": {"suites": ["jargon_ppl"]}}],
+    })  # fmt: skip
+
+
+def test_methods_differing_in_one_parameter_are_two_methods_labelled_by_it():
+    methods = _study(
+        {"name": "dense"},
+        {"name": "sparsegpt", "sparsity": 0.5, "blocksize": 32}, {"name": "sparsegpt", "sparsity": 0.5},
+        {"name": "owl", "sparsity": 0.5, "lam": 0.04}, {"name": "owl", "sparsity": 0.7, "lam": 0.04},
+        {"name": "wanda", "sparsity": 0.5, "finetune": {"lr": 1e-4}}, {"name": "wanda", "sparsity": 0.5, "finetune": {}},
+    ).studies[0].methods  # fmt: skip
+    assert [m.label for m in methods] == [
+        "dense", "sparsegpt 50% (blocksize=32)", "sparsegpt 50% (blocksize=128)",
+        "owl+wanda 50%", "owl+wanda 70%",  # the label already tells them apart
+        "wanda 50% +ft (finetune.lr=0.0001)", "wanda 50% +ft (finetune.lr=1e-05)",
+    ]  # fmt: skip
+    assert len({m.method_id for m in methods}) == len(methods)
+
+
+def test_a_grid_entry_expands_to_one_method_per_combination():
+    methods = _study({"name": "owl", "sparsity": [0.5, 0.7], "lam": [0.04, 0.08]}).studies[0].methods
+    assert [(m.sparsity, m.lam) for m in methods] == [(0.5, 0.04), (0.5, 0.08), (0.7, 0.04), (0.7, 0.08)]
+    assert [m.label for m in methods] == [
+        "owl+wanda 50% (lam=0.04)", "owl+wanda 50% (lam=0.08)", "owl+wanda 70% (lam=0.04)", "owl+wanda 70% (lam=0.08)",
+    ]  # fmt: skip
+    nested = _study({"name": "shortgpt", "drop_ratio": 0.25, "finetune": {"lr": [1e-5, 1e-4], "epochs": [1, 2]}}).studies[0].methods
+    assert [(m.finetune.lr, m.finetune.epochs) for m in nested] == [(1e-5, 1), (1e-5, 2), (1e-4, 1), (1e-4, 2)]
+
+
+def test_a_user_id_names_the_method_and_is_no_parameter():
+    mine, default = _study({"name": "wanda", "sparsity": 0.5, "id": "my wanda"}, {"name": "wanda", "sparsity": 0.6}).studies[0].methods
+    assert (mine.label, default.label) == ("my wanda", "wanda 60%")
+    assert mine.method_id == _study({"name": "wanda", "sparsity": 0.5}).studies[0].methods[0].method_id
+    grid = _study({"name": "wanda", "sparsity": [0.5, 0.6], "id": "mine"}).studies[0].methods
+    assert [m.label for m in grid] == ["mine (sparsity=0.5)", "mine (sparsity=0.6)"]
+
+
+@pytest.mark.parametrize(
+    "methods, expected",
+    [
+        # the same parameters under two names are still one method
+        ([{"name": "wanda", "sparsity": 0.5, "id": "a"}, {"name": "wanda", "sparsity": 0.5, "id": "b"}], "entries 1 and 2"),
+        # a default spelled out is the default
+        ([{"name": "sparsegpt", "sparsity": 0.5}, {"name": "sparsegpt", "sparsity": 0.5, "blocksize": 128}], "sparsegpt 50%"),
+        ([{"name": "wanda", "n_m": "2:4"}, {"name": "wanda", "sparsity": [0.5, 0.6], "n_m": "2:4"}], "implies sparsity 0.5"),
+        ([{"name": "wanda", "sparsity": [0.5, 0.6]}, {"name": "wanda", "sparsity": 0.6}], "entries 2 and 3"),
+        ([{"name": "wanda", "sparsity": []}], "sparsity: an empty list"),
+    ],
+)
+def test_identical_methods_and_empty_grids_are_refused(tmp_path, methods, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, yaml.safe_dump({"name": "t", "studies": [
+            {"model": {"source": "packaged:smollm2-135m"}, "methods": methods, "eval": {"suites": ["jargon_ppl"]}}]})))  # fmt: skip
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_allocation_methods_label_their_local_pruner_and_share_scores_across_sparsities():
@@ -121,3 +181,14 @@ def test_experiment_is_frozen():
         {"model": {"source": "m"}, "methods": [{"name": "dense"}], "eval": {"suites": ["s"]}}]})
     with pytest.raises(Exception):
         config.name = "y"
+
+
+def test_primary_metrics_name_evaluated_suites_and_leave_hashes_alone(tmp_path):
+    config = load_config(write(tmp_path, VALID.replace("eval: {suites: [jargon_ppl]}",
+                                                       "eval: {suites: [prunebench_text], primary_metrics: {jargon_mc: acc_norm}}")))  # fmt: skip
+    evaluation = config.studies[0].eval
+    assert evaluation.primary_metrics == {"jargon_mc": "acc_norm"}  # a tag's member may be chosen
+    assert "primary_metrics" not in EvalSpec(suites=["jargon_ppl"]).model_dump()  # configs without it keep their hashes
+    with pytest.raises(ConfigError, match=r"studies\.0\.eval\.primary_metrics: Value error, suite 'hellaswag' is not evaluated"):
+        load_config(write(tmp_path, VALID.replace("eval: {suites: [jargon_ppl]}",
+                                                  "eval: {suites: [jargon_ppl], primary_metrics: {hellaswag: acc}}")))  # fmt: skip

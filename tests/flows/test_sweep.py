@@ -83,6 +83,15 @@ def test_a_value_the_config_already_has_is_run_once():
     assert [m.label for m in swept.studies[0].methods] == ["wanda 50%", "wanda 60%"]
 
 
+def test_swept_methods_that_differ_in_another_parameter_show_it():
+    config = _config({"name": "sparsegpt", "sparsity": 0.5}, {"name": "sparsegpt", "sparsity": 0.6, "blocksize": 64},
+                     {"name": "wanda", "sparsity": 0.5, "id": "mine"})  # fmt: skip
+    swept = expand_ratios(config, sparsity=[0.5])
+    assert [m.label for m in swept.studies[0].methods] == [
+        "sparsegpt 50% (blocksize=128)", "sparsegpt 50% (blocksize=64)", "mine",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "methods, ratios, message",
     [
@@ -91,9 +100,6 @@ def test_a_value_the_config_already_has_is_run_once():
         ([{"name": "shortgpt", "drop_ratio": 0.25}], {"drop_ratio": [0.0]}, "drop_ratio: Input should be greater than 0"),
         ([{"name": "dense"}, {"name": "shortgpt", "drop_ratio": 0.25}], {"sparsity": [0.5]},
          "t swept with --sparsity 0.5: no method has a `sparsity` field to sweep"),
-        # two methods that differ only in a setting the label does not show end up with one label
-        ([{"name": "sparsegpt", "sparsity": 0.5}, {"name": "sparsegpt", "sparsity": 0.6, "blocksize": 64}], {"sparsity": [0.5]},
-         "method listed twice: sparsegpt 50%"),
     ],
 )  # fmt: skip
 def test_bad_ratios_fail_at_the_door_naming_field_and_value(methods, ratios, message):
