@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flows.cli import main as prunebench
+from pruning.specs import method_identity
 from reports.records import AllocationRow, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from reports.store import ResultStore
 
@@ -51,20 +52,26 @@ def configurations() -> list[dict]:
 
 def bundle(model: str, config: dict, repeat: int, rng: random.Random) -> RunBundle:
     run_id = f"{model}/{config['label']}/{repeat}"
+    share = config["sparsity"] * 0.9  # the prunable linears are most of the model
+    if "drop_ratio" in config:
+        removed = dict(target_drop_ratio=config["drop_ratio"], layers_dropped=round(config["drop_ratio"] * BLOCKS), layers_total=BLOCKS)
+    else:
+        removed = dict(target_weight_sparsity=config["sparsity"], achieved_weight_sparsity=config["sparsity"])
     finished = T0 + timedelta(days=repeat, minutes=len(run_id))
     run = RunRecord(
         run_id=run_id, flow_run_id=f"flow-{repeat}", experiment="speed", config_hash=f"{model}/{config['label']}",
         model=model, model_source=f"packaged:{model}", method=config["method"], method_label=config["label"],
-        method_params=json.dumps(config["params"]), target_sparsity=config["sparsity"],
-        achieved_sparsity=0.0 if "drop_ratio" in config else config["sparsity"], params_total=10**8,
-        params_pruned=int(10**8 * config["sparsity"]), seed=0, git_commit="0" * 40, package_versions="{}",
+        method_id=method_identity(config["params"]), method_params=json.dumps(config["params"]),
+        **removed, params_total=10**8, params_pruned=int(10**8 * share), params_pruned_share=share,
+        seed=0, git_commit="0" * 40, package_versions="{}",
         host="bench", device="cpu", started_at=finished - timedelta(minutes=7), finished_at=finished,
     )  # fmt: skip
     keep = 1.0 - config["sparsity"] ** 2
     results = [
         ResultRow(run_id=run_id, suite=suite, metric=metric, value=(20.0 / keep if metric == "word_perplexity" else
-                  0.6 * keep) * rng.uniform(0.98, 1.02), stderr=0.01, higher_is_better=metric != "word_perplexity")
-        for suite, metrics in SUITES.items() for metric in metrics
+                  0.6 * keep) * rng.uniform(0.98, 1.02), stderr=0.01, higher_is_better=metric != "word_perplexity",
+                  is_primary=index == 0)
+        for suite, metrics in SUITES.items() for index, metric in enumerate(metrics)
     ]  # fmt: skip
     stages = [StageRecord(run_id=run_id, stage=stage, wall_s=rng.uniform(1, 60), peak_rss_gb=rng.uniform(0.5, 2.0))
               for stage in ("model", "calibration", "prune", "evaluate")]  # fmt: skip

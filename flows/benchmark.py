@@ -1,14 +1,15 @@
 """The benchmark flow: the pipeline diagram of DESIGN.md, one Prefect task per stage.
 
 model → calibration set → pruned checkpoint → scores → DuckDB → leaderboard. Every computing
-stage is cached on its inputs and the code fingerprint, so rerunning a config recomputes nothing
-and a crashed run resumes from the last finished stage. The stages a study's methods share run
-first, once; then each (study, method) is a branch, a task of its own: run in turn here, or all at
-once under a task runner by the sweep (flows/sweep.py).
+stage is cached on its inputs and on the code and packages that compute it (tasks/cache.py), so
+rerunning a config recomputes nothing and a crashed run resumes from the last finished stage. The
+stages a study's methods share run first, once; then each (study, method) is a branch, a task of its
+own: run in turn here, or all at once under a task runner by the sweep (flows/sweep.py).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from prefect.states import Completed
 
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
+from evals.suites.primary import primary_results
 from flows import environment, provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from pruning.allocation import allocate
@@ -35,7 +37,6 @@ from tasks.artifacts import (
     PrunedCheckpoint, SlebResult, StageUsage,
 )
 from tasks.calibration import calibration_set
-from tasks.common import code_fingerprint
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.finetune import finetuned_checkpoint
@@ -78,23 +79,22 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     worker comes straight here): a worker whose environment cannot evaluate fails in seconds."""
     preflight(config)
     logger = get_run_logger()
-    code = code_fingerprint()
     workdir = str(config.output.workdir.resolve())
     database = str(config.output.database.resolve())
     cache_dir = str(config.output.cache_dir.resolve())
     local_suites = sorted({s for study in config.studies for s in study.eval.suites if s in LOCAL_SUITES})
-    suites_dir = _rebuilt_if_missing(eval_suites, _missing_directory, names=local_suites, workdir=workdir, cache_dir=cache_dir, code=code)
+    suites_dir = _rebuilt_if_missing(eval_suites, _missing_directory, names=local_suites, workdir=workdir, cache_dir=cache_dir)
     image_root = None
     if any(uses_images(study) for study in config.studies):
-        image_root = _rebuilt_if_missing(imageqa_data, _missing_directory, cache_dir=cache_dir, code=code)
+        image_root = _rebuilt_if_missing(imageqa_data, _missing_directory, cache_dir=cache_dir)
     image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
 
     branches = []
     for study in config.studies:
         with tags(f"model:{study.model.label}"):
-            inputs = study_stages(study, image_root, workdir, cache_dir, code)
+            inputs = study_stages(study, image_root, workdir, cache_dir)
         branches += [
-            dict(config=config, study=study, method=method, inputs=method_inputs, suites_dir=suites_dir, image_tasks=image_tasks, code=code)
+            dict(config=config, study=study, method=method, inputs=method_inputs, suites_dir=suites_dir, image_tasks=image_tasks)
             for method, method_inputs in zip(study.methods, inputs)
         ]
     (_fanned_out if fan_out else _in_turn)(branches)
@@ -149,7 +149,7 @@ def branch_tags(study: StudySpec, method) -> tuple[str, str]:
     return f"model:{study.model.label}", f"method:{method.name}"
 
 
-def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_dir: str, code: str) -> list[MethodInputs]:
+def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_dir: str) -> list[MethodInputs]:
     """Each stage that several methods of the study may read, computed once; one MethodInputs per method."""
     trained = None
     if study.model.source == f"packaged:{TOY_VLM}":
@@ -158,7 +158,7 @@ def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_d
             # no fingerprint check: the trained model lives in the cache directory, which several
             # workdirs may share; any complete training of the same spec will do
             lambda t: checkpoint_problem(Path(t.ref.path)),
-            spec=ToyVLMSpec(), imageqa_root=image_root, cache_dir=cache_dir, code=code,
+            spec=ToyVLMSpec(), imageqa_root=image_root, cache_dir=cache_dir,
         ).usage
     base = model_checkpoint(study.model, cache_dir)
     calibration = None
@@ -166,10 +166,10 @@ def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_d
         calibration = _rebuilt_if_missing(
             calibration_set,
             lambda c: None if Path(c.path).is_file() else f"{c.path} does not exist",
-            base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir, code=code,
+            base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir,
         )
     measured = dict(base=base.ref, calibration_path=calibration.path if calibration else None, model=study.model,
-                    calibration=study.calibration, code=code)
+                    calibration=study.calibration)
     scores: dict = {}  # ScoreSpec -> BlockScoresResult: one scoring serves every ratio and local pruner
     sleb: dict = {}  # (layers to drop, samples) -> SlebResult
     redundancy = None
@@ -208,7 +208,6 @@ def method_run(
     inputs: MethodInputs,
     suites_dir: str,
     image_tasks: str | None,
-    code: str,
 ) -> str:
     """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id."""
     started_at = datetime.now(timezone.utc)
@@ -223,7 +222,7 @@ def method_run(
         stages["scores"] = inputs.scores.usage
         allocation = {"block_sparsity": allocate(method, inputs.scores.block_scores()), "block_score": inputs.scores.scores}
     if method.name in LAYER_DROP_METHODS:
-        pruned = _dropped(study, method, inputs, workdir, code, stages)
+        pruned = _dropped(study, method, inputs, workdir, stages)
         checkpoint = pruned.ref
     elif method.name != "dense":
         pruned = _rebuilt_if_missing(
@@ -235,7 +234,6 @@ def method_run(
             calibration=study.calibration,
             method=method,
             workdir=workdir,
-            code=code,
             **allocation,
         )
         checkpoint = pruned.ref
@@ -245,18 +243,20 @@ def method_run(
             finetuned_checkpoint,
             _checkpoint_problem,
             checkpoint=checkpoint, model=study.model, train_layers=train_layers, finetune_spec=method.finetune,
-            corpus=study.calibration.corpus, label=method.label, workdir=workdir, cache_dir=cache_dir, code=code,
+            corpus=study.calibration.corpus, label=method.label, workdir=workdir, cache_dir=cache_dir,
         )
         stages["finetune"] = finetuned.usage
         checkpoint = finetuned.ref
-    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval, suites_dir, image_tasks, code)
+    # which metric is primary decides how results are averaged, not what is evaluated
+    scoring = study.eval.model_copy(update={"primary_metrics": {}})
+    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, scoring, suites_dir, image_tasks)
     bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy)
     recorded_run(bundle, str(config.output.database.resolve()))
     get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
     return bundle.run.run_id
 
 
-def _dropped(study: StudySpec, method, inputs: MethodInputs, workdir: str, code: str, stages: dict) -> DroppedCheckpoint:
+def _dropped(study: StudySpec, method, inputs: MethodInputs, workdir: str, stages: dict) -> DroppedCheckpoint:
     """Drop plan (from the shared redundancy or SLEB order) → dropped checkpoint; the stages' costs go into `stages`."""
     redundancy, sleb = inputs.redundancy, inputs.sleb
     if redundancy is not None:
@@ -268,7 +268,7 @@ def _dropped(study: StudySpec, method, inputs: MethodInputs, workdir: str, code:
     dropped = _rebuilt_if_missing(
         dropped_checkpoint,
         _checkpoint_problem,
-        base=inputs.base.ref, model=study.model, plan=plan.to_dict(), label=method.label, workdir=workdir, code=code,
+        base=inputs.base.ref, model=study.model, plan=plan.to_dict(), label=method.label, workdir=workdir,
     )
     get_run_logger().info("%s drops layers %s, finetunes %s, anchors %s", method.label, dropped.drop, dropped.finetune, dropped.anchor)
     return dropped
@@ -318,7 +318,8 @@ def run_bundle(
 ) -> RunBundle:
     """Everything one (model, method) run records, with provenance."""
     uses_calibration = needs_calibration(method)
-    config_hash = spec_hash(study.model, method, study.calibration if uses_calibration else "no-calibration", study.eval)
+    evaluation = study.eval.model_dump(mode="json", exclude={"primary_metrics"})  # how results are read, not computed
+    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", evaluation)
     flow_run_id = flow_run.get_id() or "local"
     run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{flow_run_id}/{config_hash}"))
     stages = {**(extra_stages or {}), "model": base.usage, "evaluate": scores.usage}
@@ -335,12 +336,10 @@ def run_bundle(
         model=study.model.label,
         model_source=study.model.source,
         method=method.name,
+        method_id=method.method_id,
         method_label=method.label,
-        method_params=method.model_dump_json(),
-        target_sparsity=method.target,
-        achieved_sparsity=pruned.achieved_sparsity if pruned else 0.0,
-        params_total=base.params_total,
-        params_pruned=(pruned.params_removed if dropped else pruned.params_pruned) if pruned else 0,
+        method_params=json.dumps(method.canonical_params()),
+        **_removed(method, base, pruned),
         seed=study.calibration.seed,
         git_commit=provenance.git_commit(),
         package_versions=provenance.package_versions(),
@@ -351,15 +350,34 @@ def run_bundle(
         environment_digest=environment.environment_digest(),
         lock_digest=environment.lock_digest(),
     )
+    primary = primary_results([(score.suite, score.metric) for score in scores.scores], study.eval.suites, study.eval.primary_metrics)
+    unreported = sorted(set(study.eval.primary_metrics.items()) - primary)
+    if unreported:  # a standard task's metric is known only once it ran
+        get_run_logger().warning("eval.primary_metrics names results the evaluation did not report, so those suites count in "
+                                 "no mean retention: %s", ", ".join(f"{suite}/{metric}" for suite, metric in unreported))
     return RunBundle(
         run=run,
-        results=[ResultRow(run_id=run_id, **score.model_dump()) for score in scores.scores],
+        results=[ResultRow(run_id=run_id, **score.model_dump(), is_primary=(score.suite, score.metric) in primary)
+                 for score in scores.scores],  # fmt: skip
         stages=[_stage_record(run_id, name, usage, flow_run_id) for name, usage in stages.items()],
         redundancy=_redundancy_rows(run_id, method.name, redundancy) if redundancy is not None else [],
         allocations=_drop_allocations(run_id, pruned, redundancy) if dropped else [
             AllocationRow(run_id=run_id, **layer.model_dump()) for layer in (pruned.layers if pruned else [])
         ],
     )
+
+
+def _removed(method, base: ModelCheckpoint, pruned: PrunedCheckpoint | DroppedCheckpoint | None) -> dict:
+    """What the run took out of the model, each in its own column: weight sparsity (0 for dense) or
+    the layers dropped, and the share of all parameters pruned either way."""
+    if isinstance(pruned, DroppedCheckpoint):
+        removed = dict(target_drop_ratio=method.drop_ratio, layers_dropped=len(pruned.drop), layers_total=pruned.n_layers)
+        params_pruned = pruned.params_removed
+    else:
+        removed = dict(target_weight_sparsity=method.target, achieved_weight_sparsity=pruned.achieved_sparsity if pruned else 0.0)
+        params_pruned = pruned.params_pruned if pruned else 0
+    share = params_pruned / base.params_total if base.params_total else None
+    return {**removed, "params_total": base.params_total, "params_pruned": params_pruned, "params_pruned_share": share}
 
 
 def _drop_allocations(run_id: str, dropped: DroppedCheckpoint, redundancy: LayerRedundancyResult | None) -> list[AllocationRow]:
@@ -449,8 +467,9 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
     then carry another environment digest), and rehearse every evaluation backend the config needs on
     two items per suite (`evals.rehearsal`), which fails with one line naming the package at fault.
 
-    A rehearsal that passed is remembered in the cache, keyed by the environment digest, the code
-    fingerprint and the suites: the same environment and code pass the same rehearsal."""
+    A rehearsal that passed is remembered in the cache, keyed by the environment digest, the digest of
+    the rehearsal's code (`tasks.cache.code_digest`) and the suites: the same environment and code pass
+    the same rehearsal."""
     import hashlib
     import sys
     import time
@@ -458,6 +477,7 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
 
     from evals.rehearsal import BackendError, rehearse
     from pruning.files import write_text_atomic
+    from tasks.cache import code_digest
 
     found = environment.environment_differences()
     if found and tuple(found) not in _WARNED:  # once per process (the CLI and the flow both check)
@@ -469,7 +489,7 @@ def check_environment(config: ExperimentConfig, text_suites: list[str], image_su
             f"(`python flows/environment.py check` lists every difference)",
             file=sys.stderr,
         )
-    key = hashlib.sha256(repr((environment.environment_digest(), code_fingerprint(), text_suites, image_suites)).encode()).hexdigest()[:24]
+    key = hashlib.sha256(repr((environment.environment_digest(), code_digest("evals.rehearsal"), text_suites, image_suites)).encode()).hexdigest()[:24]
     marker = config.output.cache_dir / "rehearsals" / f"{key}.ok"
     if marker.is_file():
         return

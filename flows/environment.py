@@ -191,20 +191,49 @@ def lock_problems(pyproject: Path = PYPROJECT, lock: Path = LOCK) -> list[str]:
         if name in no_deps:
             continue
         try:
-            requires = importlib.metadata.distribution(name).requires or []
+            queue += [(dependency, name) for dependency in declared_requirements(name, requirement.extras, pythons)]
         except importlib.metadata.PackageNotFoundError:
             problems.append(f"{name}=={pins[name]} is locked but not installed: run `make venv`")
-            continue
-        extras = [""] + sorted(requirement.extras)
-        for text in requires:
-            dependency = Requirement(text)
-            if dependency.marker is None or any(
-                dependency.marker.evaluate({"extra": extra, **python}) for extra in extras for python in pythons
-            ):
-                queue.append((dependency, name))
     for name in sorted(set(pins) - needed):
         problems.append(f"{name}=={pins[name]} is in {Path(lock).name} but nothing in pyproject.toml needs it: run `make lock`")
     return problems
+
+
+def declared_requirements(name: str, extras=(), environments=({},)) -> list:
+    """The requirements (`packaging` Requirements) the installed distribution `name` declares that apply
+    with `extras` under one of `environments` (marker variables overriding this interpreter's).
+    Raises PackageNotFoundError when it is not installed."""
+    from packaging.requirements import Requirement
+
+    wanted = [""] + sorted(extras)
+    applying = []
+    for text in importlib.metadata.distribution(name).requires or []:
+        requirement = Requirement(text)
+        if requirement.marker is None or any(
+            requirement.marker.evaluate({"extra": extra, **variables}) for extra in wanted for variables in environments
+        ):
+            applying.append(requirement)
+    return applying
+
+
+def required_distributions(names) -> set[str]:
+    """Canonical names of `names` and of every installed distribution they require, transitively, on
+    this interpreter (declared requirements that are not installed are left out)."""
+    found: set[str] = set()
+    queue = [(canonical(name), frozenset()) for name in names]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while queue:
+        name, extras = queue.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        try:
+            requirements = declared_requirements(name, extras)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.add(name)
+        queue += [(canonical(requirement.name), frozenset(requirement.extras)) for requirement in requirements]
+    return found
 
 
 def describe_failure(what: str, error: BaseException, pins: dict[str, str] | None) -> str:

@@ -65,7 +65,7 @@ def to_html(sections: ReportSections, *, source: str = "") -> str:
     """The whole page. `source` (e.g. the database path) is shown under the title."""
     bodies = {
         "leaderboard": _leaderboard(sections),
-        "retention-vs-sparsity": _curves(sections.sparsity_curves, "target sparsity"),
+        "retention-vs-sparsity": _curves(sections.sparsity_curves, "target weight sparsity"),
         "retention-vs-drop-ratio": _curves(sections.drop_ratio_curves, "drop ratio (share of decoder layers removed)"),
         "allocation": _allocations(sections.allocations),
         "redundancy": _redundancy(sections.redundancy),
@@ -131,7 +131,7 @@ def _curves(curves: Sequence[Curve], axis: str) -> str:
                 name=curve.series,
                 points=[origin, *(svg.Point(point.x, point.retention,
                                             f"{point.method}: {percent(point.retention)} of dense "
-                                            f"(mean of {point.n_metrics} metrics)") for point in curve.points)],
+                                            f"(mean of {point.n_metrics} primary metrics)") for point in curve.points)],
             )  # fmt: skip
             for curve in mine
         ]

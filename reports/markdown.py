@@ -27,11 +27,11 @@ def report_markdown(sections: ReportSections) -> str:
     """Leaderboard, retention curves as tables, allocation and redundancy summaries, speed and memory."""
     parts = ["## Leaderboard", "", leaderboard_markdown(sections.leaderboard).rstrip(), ""]
     for title, curves, axis in (
-        ("Retention vs sparsity", sections.sparsity_curves, "target sparsity"),
+        ("Retention vs sparsity", sections.sparsity_curves, "target weight sparsity"),
         ("Retention vs drop ratio", sections.drop_ratio_curves, "drop ratio"),
     ):
         if curves:
-            parts += [f"## {title}", "", f"_mean retention vs dense, by {axis}_", ""]
+            parts += [f"## {title}", "", f"_mean retention vs dense (over the primary metrics), by {axis}_", ""]
             for model in _models(curves):
                 parts += [f"### {model}", "", *_markdown(curve_table([c for c in curves if c.model == model])), ""]
     if sections.allocations:

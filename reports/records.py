@@ -1,8 +1,9 @@
 """What a benchmark run leaves behind: plain pydantic rows, no torch.
 
-A *run* is one (model, method) evaluated within one benchmark flow run. `config_hash` names the
-configuration (model, method, calibration, eval settings) so that runs of the same configuration
-can be compared across time; `run_id` is unique per flow run.
+A *run* is one (model, method) evaluated within one benchmark flow run. `method_id` names the method
+(every parameter of its spec, not its label), so reports group runs by it; `config_hash` names the
+configuration (model, method, calibration, eval settings but the choice of primary metrics) so that
+runs of the same configuration can be compared across time; `run_id` is unique per flow run.
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ class RunRecord(Record):
     model: str  # short model label, e.g. "smollm2-135m"
     model_source: str
     method: str  # method name, e.g. "wanda"
-    method_label: str  # human label, e.g. "wanda 2:4"
-    method_params: str  # the method spec as JSON
-    target_sparsity: float
-    achieved_sparsity: float
-    params_total: int
-    params_pruned: int
+    method_id: str  # pruning.specs.method_identity of method_params: what tells one method from another
+    method_label: str  # human label, e.g. "sparsegpt 50% (blocksize=32)"; a display name, never a key
+    method_params: str  # every parameter of the method spec, as a JSON object
+    # Weight pruning: share of the prunable linears' weights set to zero (0 for dense); None for layer dropping.
+    target_weight_sparsity: float | None = Field(None, ge=0, le=1)
+    achieved_weight_sparsity: float | None = Field(None, ge=0, le=1)
+    # Layer dropping: the spec's drop_ratio, decoder layers dropped, and of how many; None otherwise.
+    target_drop_ratio: float | None = Field(None, ge=0, le=1)
+    layers_dropped: int | None = Field(None, ge=0)
+    layers_total: int | None = Field(None, ge=0)
+    params_total: int  # every parameter of the dense model
+    params_pruned: int  # of those, zeroed by weight pruning or removed with dropped layers
+    params_pruned_share: float | None = Field(None, ge=0, le=1)  # params_pruned / params_total (None if 0)
     seed: int
     git_commit: str
     package_versions: str  # JSON object {package: version}
@@ -50,6 +58,7 @@ class ResultRow(Record):
     stderr: float | None = None
     higher_is_better: bool
     n_samples: int | None = None
+    is_primary: bool = False  # the suite's primary metric, the one mean retention averages (evals.suites.primary)
 
 
 class StageRecord(Record):

@@ -42,7 +42,8 @@ class RunPair(Compared):
     """A candidate run and the baseline it is compared with."""
 
     model: str
-    method: str  # the candidate's method label
+    method: str  # the candidate's method label (display only)
+    method_id: str  # the candidate's method identity
     config_hash: str
     baseline_run_id: str
     candidate_run_id: str
@@ -51,7 +52,8 @@ class RunPair(Compared):
 
 class MetricChange(Compared):
     model: str
-    method: str
+    method: str  # label (display only)
+    method_id: str
     suite: str
     metric: str
     higher_is_better: bool
@@ -163,7 +165,10 @@ def compare_flow_run(
 
 
 def previous_run(runs: Sequence[RunRecord], run: RunRecord) -> RunRecord | None:
-    """The latest run of the same config hash that finished before `run` (ties broken by run id)."""
+    """The latest run of the same config hash that finished before `run` (ties broken by run id).
+
+    The config hash covers the method's identity (every parameter, never its label or `id`), the model,
+    calibration and evaluation settings, so a relabelled method still finds its history."""
     earlier = [
         other for other in runs
         if other.config_hash == run.config_hash and (other.finished_at, other.run_id) < (run.finished_at, run.run_id)
@@ -188,7 +193,8 @@ def _compare_pairs(
     results = _results_of(store, {run.run_id for pair in pairs for run in pair})
     run_pairs, changes = [], []
     for baseline, candidate in pairs:
-        run_pairs.append(RunPair(model=candidate.model, method=candidate.method_label, config_hash=candidate.config_hash,
+        run_pairs.append(RunPair(model=candidate.model, method=candidate.method_label, method_id=candidate.method_id,
+                                 config_hash=candidate.config_hash,
                                  baseline_run_id=baseline.run_id, candidate_run_id=candidate.run_id,
                                  same_config=baseline.config_hash == candidate.config_hash))  # fmt: skip
         if None not in (baseline.environment_digest, candidate.environment_digest) and baseline.environment_digest != candidate.environment_digest:
@@ -205,7 +211,8 @@ def _compare_pairs(
             old, new = before[key], after[key]
             margin = noise_margin(old.value, old.stderr, new.stderr, tolerance=tolerance, z=z)
             changes.append(MetricChange(
-                model=candidate.model, method=candidate.method_label, suite=new.suite, metric=new.metric,
+                model=candidate.model, method=candidate.method_label, method_id=candidate.method_id,
+                suite=new.suite, metric=new.metric,
                 higher_is_better=new.higher_is_better, baseline=old.value, candidate=new.value,
                 baseline_stderr=old.stderr, candidate_stderr=new.stderr, delta=new.value - old.value, margin=margin,
                 verdict=verdict(old.value, new.value, new.higher_is_better, margin),

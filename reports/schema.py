@@ -2,10 +2,10 @@
 
 Version 0 is an empty database. `MIGRATIONS[i]` takes a database from version i to i + 1, so a file
 at any older version is brought forward by running the tail of the list in order; each applied
-step is logged in `schema_version`. Migrations only ever add (tables, columns, indexes) or rewrite
-in place: a results file holds benchmark history that cannot be recomputed cheaply, so none of them
-drops data. Callers run `migrate` inside their own transaction, so a step that fails leaves the file
-exactly as it was (DuckDB's DDL is transactional).
+step is logged in `schema_version`. Migrations add (tables, columns, indexes) or rewrite in place: a
+results file holds benchmark history that cannot be recomputed cheaply, so a column is dropped only
+once its values live on in others (version 5 says which). Callers run `migrate` inside their own
+transaction, so a step that fails leaves the file exactly as it was (DuckDB's DDL is transactional).
 
 To change the schema: append a migration, bump `SCHEMA_VERSION`, and change the record in
 `reports/records.py` to match (tests/reports/test_schema.py checks tables against records).
@@ -13,17 +13,19 @@ To change the schema: append a migration, bump `SCHEMA_VERSION`, and change the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 import duckdb
 
 from pruning.errors import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
-# Column order follows the record fields; sparsities are fractions of weights removed.
+# Column order follows the record fields; sparsities are fractions of weights removed. Version 5
+# rebuilds `runs` (`_V5_RUNS`).
 _V1_TABLES = (
     """
     CREATE TABLE schema_version (
@@ -133,7 +135,119 @@ def _v4_environment(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("ALTER TABLE runs ADD COLUMN lock_digest VARCHAR")
 
 
-MIGRATIONS: Sequence[Migration] = (_v1_initial_tables, _v2_block_scores, _v3_layer_redundancy, _v4_environment)
+# Version 5 columns of `runs`, in record order. DuckDB cannot add a column with a CHECK constraint,
+# so the table is rebuilt (copy, drop, rename; no foreign keys point at it).
+_V5_RUNS = """
+    CREATE TABLE runs_v5 (
+        run_id VARCHAR PRIMARY KEY,
+        flow_run_id VARCHAR NOT NULL,
+        experiment VARCHAR NOT NULL,
+        config_hash VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        model_source VARCHAR NOT NULL,
+        method VARCHAR NOT NULL,
+        method_id VARCHAR NOT NULL,
+        method_label VARCHAR NOT NULL,
+        method_params VARCHAR NOT NULL,
+        target_weight_sparsity DOUBLE CHECK (target_weight_sparsity BETWEEN 0 AND 1),
+        achieved_weight_sparsity DOUBLE CHECK (achieved_weight_sparsity BETWEEN 0 AND 1),
+        target_drop_ratio DOUBLE CHECK (target_drop_ratio BETWEEN 0 AND 1),
+        layers_dropped INTEGER CHECK (layers_dropped >= 0),
+        layers_total INTEGER CHECK (layers_total >= 0),
+        params_total BIGINT NOT NULL CHECK (params_total >= 0),
+        params_pruned BIGINT NOT NULL CHECK (params_pruned >= 0),
+        params_pruned_share DOUBLE CHECK (params_pruned_share BETWEEN 0 AND 1),
+        seed BIGINT NOT NULL,
+        git_commit VARCHAR NOT NULL,
+        package_versions VARCHAR NOT NULL,
+        host VARCHAR NOT NULL,
+        device VARCHAR NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ NOT NULL,
+        environment_digest VARCHAR,
+        lock_digest VARCHAR
+    )
+"""
+# The layer-drop methods of version 4 (what `target_sparsity` meant depended on them), frozen here:
+# a migration reads the files of its time, whatever later versions call their methods.
+_V4_LAYER_DROP_METHODS = ["shortgpt", "angular", "sleb", "interlace"]
+_V4_WHOLE_LAYER = "(whole layer)"  # the `allocations.layer` of a layer-drop run's rows, one per decoder layer
+
+
+def _v5_one_meaning_per_column(connection: duckdb.DuckDBPyConnection) -> None:
+    """`runs.target_sparsity` held a weight share for pruning and a drop ratio for layer dropping, and
+    `achieved_sparsity` a share of weights zeroed or removed with their layers. Each meaning gets its
+    own column: weight sparsity (target, achieved; NULL for layer dropping, 0 for dense), layers
+    dropped (target ratio, count, of how many; NULL otherwise), the share of all parameters pruned,
+    and `method_id`, the identity of the method's parameters. Old rows' layer counts come from their
+    allocations (one '(whole layer)' row per decoder layer, sparsity 1 where dropped). The mixed columns
+    are dropped: every value moves to its column except a layer-drop run's achieved share of
+    prunable-linear weights, which `layers_dropped / layers_total` and `params_pruned_share` replace.
+
+    `results.is_primary` marks the one metric per suite that mean retention averages
+    (`evals.suites.primary`), set for old rows by the default rule."""
+    from evals.suites.primary import primary_results
+    from pruning.specs import method_identity
+
+    runs = connection.execute("SELECT run_id, method_params FROM runs ORDER BY run_id").fetchall()
+    identities = {"run_ids": [run_id for run_id, _ in runs],
+                  "method_ids": [method_identity(_params(run_id, params)) for run_id, params in runs]}  # fmt: skip
+    connection.execute(_V5_RUNS)
+    connection.execute(
+        """
+        INSERT INTO runs_v5
+        SELECT r.run_id, r.flow_run_id, r.experiment, r.config_hash, r.model, r.model_source, r.method, i.method_id,
+               r.method_label, r.method_params,
+               CASE WHEN dropping THEN NULL ELSE r.target_sparsity END,
+               CASE WHEN dropping THEN NULL ELSE r.achieved_sparsity END,
+               CASE WHEN dropping THEN r.target_sparsity END,
+               CASE WHEN dropping THEN a.layers_dropped END,
+               CASE WHEN dropping THEN a.layers_total END,
+               r.params_total, r.params_pruned, r.params_pruned / nullif(r.params_total, 0),
+               r.seed, r.git_commit, r.package_versions, r.host, r.device, r.started_at, r.finished_at,
+               r.environment_digest, r.lock_digest
+        FROM (SELECT *, method IN (SELECT unnest($drop_methods)) AS dropping FROM runs) r
+        JOIN (SELECT unnest($run_ids) AS run_id, unnest($method_ids) AS method_id) i USING (run_id)
+        LEFT JOIN (
+            SELECT run_id, count(*) AS layers_total, count(*) FILTER (WHERE target_sparsity = 1) AS layers_dropped
+            FROM allocations WHERE layer = $whole_layer GROUP BY run_id
+        ) a USING (run_id)
+        """,
+        {**identities, "drop_methods": _V4_LAYER_DROP_METHODS, "whole_layer": _V4_WHOLE_LAYER},
+    )
+    connection.execute("DROP TABLE runs")
+    connection.execute("ALTER TABLE runs_v5 RENAME TO runs")
+
+    connection.execute("ALTER TABLE results ADD COLUMN is_primary BOOLEAN NOT NULL DEFAULT false")
+    reported: dict[str, list[tuple[str, str]]] = {}
+    for run_id, suite, metric in connection.execute("SELECT run_id, suite, metric FROM results").fetchall():
+        reported.setdefault(run_id, []).append((suite, metric))
+    primary = [(run_id, suite, metric) for run_id, pairs in reported.items() for suite, metric in primary_results(pairs)]
+    if primary:
+        run_ids, suites, metrics = map(list, zip(*primary))
+        connection.execute(
+            """
+            UPDATE results SET is_primary = true
+            FROM (SELECT unnest($run_ids) AS run_id, unnest($suites) AS suite, unnest($metrics) AS metric) p
+            WHERE results.run_id = p.run_id AND results.suite = p.suite AND results.metric = p.metric
+            """,
+            {"run_ids": run_ids, "suites": suites, "metrics": metrics},
+        )
+
+
+def _params(run_id: str, method_params: str) -> dict:
+    try:
+        params = json.loads(method_params)
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise StoreError(f"run {run_id}: method_params is not a JSON object ({method_params[:80]!r}), so it has no method_id")
+    return params
+
+
+MIGRATIONS: Sequence[Migration] = (
+    _v1_initial_tables, _v2_block_scores, _v3_layer_redundancy, _v4_environment, _v5_one_meaning_per_column,
+)
 
 
 def current_version(connection: duckdb.DuckDBPyConnection) -> int:

@@ -2,17 +2,18 @@
 allocations, layer-redundancy matrices and stage costs. Renderers (reports/html.py,
 reports/markdown.py) turn a `ReportSections` into a page without touching the database.
 
-Every section covers the leaderboard's runs: the latest run of each (model, method label).
+Every section covers the leaderboard's runs: the latest run of each (model, method identity).
 
-How a run lands on a curve: a run whose method parameters (`runs.method_params`, the method spec as
-JSON) hold a `drop_ratio` is a layer-drop run, drawn against that ratio; any other non-dense run is
-drawn against its target sparsity. Runs whose labels differ only in the ratio form one line
-("wanda 50%" and "wanda 60%" are the line "wanda"; "interlace 25% no-ft" is on "interlace no-ft").
+How a run lands on a curve: a layer-drop run (one with a `target_drop_ratio`) is drawn against that
+ratio, any other non-dense run against its target weight sparsity, at its mean retention
+(`reports.leaderboard.mean_retention`). Runs whose method parameters (`runs.method_params`) are equal
+but for that ratio (`drop_ratio`, `sparsity`) form one line, keyed on the identity of the rest
+(`series_id`); the line is named after its runs' labels without the ratio ("wanda 50%" and "wanda
+60%" are the line "wanda"; "interlace 25% no-ft" is on "interlace no-ft").
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -20,7 +21,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from reports.leaderboard import DENSE, LeaderboardRow, leaderboard
+from pruning.specs import method_identity
+from reports.leaderboard import DENSE, LeaderboardRow, distinct_names, leaderboard, mean_retention
 from reports.store import ResultStore
 
 # the pipeline's stages in the order they run; others follow alphabetically
@@ -33,18 +35,19 @@ class Section(BaseModel):
 
 
 class CurvePoint(Section):
-    x: float  # target sparsity or drop ratio, a fraction
-    retention: float  # mean retention vs dense over the run's metrics
+    x: float  # target weight sparsity or drop ratio, a fraction
+    retention: float  # mean retention vs dense over the run's primary metrics
     n_metrics: int  # how many metrics the mean is over
     method: str  # the run's method label
     run_id: str
 
 
 class Curve(Section):
-    """One line of a retention chart: a method family over its ratios, sorted by x."""
+    """One line of a retention chart: one method's runs at several ratios, sorted by x."""
 
     model: str
-    series: str
+    series: str  # display name, from the labels
+    series_id: str  # identity of the method parameters but the ratio: what the line is keyed on
     points: list[CurvePoint]
 
 
@@ -63,7 +66,7 @@ class AllocationProfile(Section):
     model: str
     method: str
     run_id: str
-    target_sparsity: float  # the run's overall target
+    target_sparsity: float  # the run's overall target: weight sparsity, or share of layers to drop
     blocks: list[BlockAllocation]  # by modality (as recorded), then block
 
 
@@ -110,12 +113,11 @@ class ReportSections(Section):
 def report_sections(
     store: ResultStore, model: str | None = None, experiment: str | None = None, *, generated_at: datetime | None = None
 ) -> ReportSections:
-    """Everything a report shows for the latest run of each (model, method label) the filters keep."""
+    """Everything a report shows for the latest run of each (model, method identity) the filters keep."""
     rows = leaderboard(store, model=model, experiment=experiment)
     runs = {row.run_id: row for row in rows}  # one row per run is enough for its model/label/target
     run_ids = sorted(runs)
-    params = {entry["run_id"]: entry["method_params"] for entry in _rows_of(store, "runs", "run_id, method_params", run_ids)}
-    sparsity_curves, drop_ratio_curves = _curves(rows, params)
+    sparsity_curves, drop_ratio_curves = _curves(rows)
     return ReportSections(
         generated_at=generated_at or datetime.now().astimezone(),
         leaderboard=rows,
@@ -128,38 +130,40 @@ def report_sections(
 
 
 def series_label(method_label: str) -> str:
-    """A method label without its ratio: the name of the line its runs draw together."""
+    """A method label without its ratio: the display name of the line its runs draw together."""
     return " ".join(_RATIO_IN_LABEL.sub("", method_label).split()) or method_label
 
 
-def drop_ratio(method_params: str | None) -> float | None:
-    """The `drop_ratio` field of a method spec's JSON, if it has one (layer-drop methods)."""
-    try:
-        value = json.loads(method_params or "{}").get("drop_ratio")
-    except (ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def series_id(method_params: dict, ratio_field: str) -> str:
+    """The identity of a method's parameters but its ratio: equal for the runs of one line."""
+    return method_identity({key: value for key, value in method_params.items() if key != ratio_field})
 
 
-def _curves(rows: list[LeaderboardRow], params: dict[str, str]) -> tuple[list[Curve], list[Curve]]:
-    retentions: dict[str, list[float]] = defaultdict(list)
-    first: dict[str, LeaderboardRow] = {}
+def _curves(rows: list[LeaderboardRow]) -> tuple[list[Curve], list[Curve]]:
+    """(sparsity curves, drop-ratio curves), each by model, then by name."""
+    by_run: dict[str, list[LeaderboardRow]] = defaultdict(list)
     for row in rows:
-        first.setdefault(row.run_id, row)
-        if row.retention is not None:
-            retentions[row.run_id].append(row.retention)
-    lines: dict[tuple[bool, str, str], list[CurvePoint]] = defaultdict(list)
-    for run_id, row in first.items():
-        if row.method_name == DENSE or not retentions[run_id]:
+        by_run[row.run_id].append(row)
+    # (layer dropping?, model) -> series_id -> points
+    charts: dict[tuple[bool, str], dict[str, list[CurvePoint]]] = defaultdict(lambda: defaultdict(list))
+    for run_id, results in by_run.items():
+        row = results[0]
+        dropping = row.target_drop_ratio is not None
+        x = row.target_drop_ratio if dropping else row.target_weight_sparsity
+        mean = mean_retention(results)
+        if row.method_name == DENSE or x is None or mean.value is None:
             continue
-        ratio = drop_ratio(params.get(run_id))
-        x = row.sparsity if ratio is None else ratio
-        mean = sum(retentions[run_id]) / len(retentions[run_id])
-        point = CurvePoint(x=x, retention=mean, n_metrics=len(retentions[run_id]), method=row.method, run_id=run_id)
-        lines[(ratio is not None, row.model, series_label(row.method))].append(point)
+        line = series_id(row.method_params, "drop_ratio" if dropping else "sparsity")
+        charts[(dropping, row.model)][line].append(
+            CurvePoint(x=x, retention=mean.value, n_metrics=mean.n_metrics, method=row.method, run_id=run_id)
+        )
     curves: tuple[list[Curve], list[Curve]] = ([], [])
-    for (is_drop, model, series), points in sorted(lines.items()):
-        curves[is_drop].append(Curve(model=model, series=series, points=sorted(points, key=lambda p: (p.x, p.method))))
+    for (dropping, model), lines in sorted(charts.items()):
+        for line, points in lines.items():
+            points.sort(key=lambda point: (point.x, point.method))
+        names = distinct_names({line: series_label(points[0].method) for line, points in lines.items()})
+        chart = [Curve(model=model, series=names[line], series_id=line, points=points) for line, points in lines.items()]
+        curves[dropping].extend(sorted(chart, key=lambda curve: curve.series))
     return curves
 
 
@@ -189,8 +193,9 @@ def _allocations(store: ResultStore, runs: dict[str, LeaderboardRow], run_ids: l
         if max(targets) - min(targets) <= 1e-9:  # uniform: one number says it all (the leaderboard's)
             continue
         row = runs[run_id]
+        target = row.target_weight_sparsity if row.target_drop_ratio is None else row.target_drop_ratio
         profiles.append(AllocationProfile(model=row.model, method=row.method, run_id=run_id,
-                                          target_sparsity=row.sparsity, blocks=allocation))  # fmt: skip
+                                          target_sparsity=target or 0.0, blocks=allocation))  # fmt: skip
     return sorted(profiles, key=lambda profile: (profile.model, profile.method))
 
 

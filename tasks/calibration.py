@@ -27,7 +27,7 @@ from tasks.common import CACHED, stamp
     task_run_name="calibration[{calibration.corpus}, {calibration.n_samples}x{calibration.seq_len}]",
 )
 def calibration_set(
-    base: CheckpointRef, model: ModelSpec, calibration: CalibrationSpec, workdir: str, cache_dir: str, code: str
+    base: CheckpointRef, model: ModelSpec, calibration: CalibrationSpec, workdir: str, cache_dir: str
 ) -> CalibrationSet:
     """Text: N seeded windows of L tokens. Image QA: N seeded image-question-answer pairs (L unused)."""
     with measure_resources() as usage:

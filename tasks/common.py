@@ -1,33 +1,33 @@
-"""What every task shares: its cache policy, the code fingerprint, and how it stamps its cost."""
+"""What every task shares: its cache policy and how it stamps its cost."""
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
+import importlib
+import re
 from pathlib import Path
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS
 from prefect.runtime import flow_run
+from prefect.tasks import Task
 
 from evals.measure import ResourceUsage
 from tasks.artifacts import StageUsage
+from tasks.cache import CODE
 
-# TASK_SOURCE only sees the task function's own text; every cached task also takes `code`, the
-# fingerprint of the algorithm packages, so that editing a kernel invalidates what it produced.
-CACHED = INPUTS + TASK_SOURCE
-PACKAGES = ("pruning", "evals")
+# A stage's key: its inputs, and the code that computes it (its module's closure of project
+# modules and the versions of the packages they import; tasks/cache.py). A `label` input names the
+# run for people (it shows what tells a method apart from the experiment's others, so it changes
+# when another method joins the config): it never decides what a stage computes.
+CACHED = (INPUTS - "label") + CODE
 
 
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """SHA-256 over the source of the packages whose code decides what a stage produces."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for package in PACKAGES:
-        for source in sorted((root / package).rglob("*.py")):
-            digest.update(str(source.relative_to(root)).encode())
-            digest.update(source.read_bytes())
-    return digest.hexdigest()[:16]
+def cached_tasks() -> list[Task]:
+    """Every task of this package cached under CACHED (each `tasks/*.py` module imported to find them)."""
+    found = []
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        module = importlib.import_module(f"{__package__}.{path.stem}")
+        found += [value for value in vars(module).values() if isinstance(value, Task) and value.cache_policy is CACHED]
+    return found
 
 
 def stamp(usage: ResourceUsage) -> StageUsage:
@@ -41,5 +41,8 @@ def stamp(usage: ResourceUsage) -> StageUsage:
 
 
 def checkpoint_slug(label: str) -> str:
-    """A method label as a directory name: `wanda 2:4 +ft` -> `wanda-2of4-+ft`, `interlace[random, train-all] 25%` -> `interlacerandom-train-all-25pct`."""
-    return label.replace(" ", "-").replace(":", "of").replace("%", "pct").replace("[", "").replace("]", "").replace(",", "")
+    """A method label as a directory name: `wanda 2:4 +ft` -> `wanda-2of4-+ft`, `interlace[random, train-all] 25%`
+    -> `interlacerandom-train-all-25pct`, `sparsegpt 50% (blocksize=32)` -> `sparsegpt-50pct-blocksize32`."""
+    slug = label.replace(":", "of").replace("%", "pct")
+    slug = re.sub(r"[\[\](),=]", "", slug)
+    return re.sub(r"[^\w.+-]+", "-", slug).strip("-")

@@ -23,7 +23,6 @@ def eval_scores(
     eval: EvalSpec,
     suites_dir: str,
     image_tasks_dir: str | None,
-    code: str,
 ) -> EvalScores:
     """Scores of one checkpoint on every suite: text suites through lm-eval, image suites through lmms-eval.
 

@@ -21,6 +21,7 @@ from pruning.models.adapters import adapter_for
 from pruning.models.sources import checkpoint_fingerprint, is_multimodal, load_model, save_checkpoint, text_tokenizer
 from pruning.specs import FinetuneSpec, ModelSpec
 from tasks.artifacts import CheckpointRef, FinetunedCheckpoint
+from tasks.cache import code_digest
 from tasks.common import CACHED, checkpoint_slug, stamp
 
 LOG_EVERY_STEPS = 5
@@ -59,7 +60,6 @@ def finetuned_checkpoint(
     label: str,
     workdir: str,
     cache_dir: str,
-    code: str,
 ) -> FinetunedCheckpoint:
     """Train only the language-model decoder layers `train_layers` (indices in `checkpoint`), every
     other parameter frozen by `requires_grad`; weights pruned to zero stay zero. Saved atomically."""
@@ -92,7 +92,7 @@ def finetuned_checkpoint(
             f" (stored in {model.dtype}, stepped through fp32 master copies)" if report.master_params else "",
         )
         slug = checkpoint_slug(label)
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-ft-{spec_hash(finetune_spec, checkpoint.model_dump(), {'layers': train_layers}, code)}"
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-ft-{spec_hash(finetune_spec, checkpoint.model_dump(), {'layers': train_layers}, code_digest(__name__))}"
         save_checkpoint(network, preprocessor, dest, extra={"finetune": finetune_spec.model_dump(mode="json"), "train_layers": train_layers})
     return FinetunedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),

@@ -18,12 +18,13 @@ from pruning.models.sources import checkpoint_fingerprint, load_model, save_chec
 from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.artifacts import CheckpointRef, DroppedCheckpoint, LayerRedundancyResult, SlebResult
 from tasks.calibration import calibration_inputs
+from tasks.cache import code_digest
 from tasks.common import CACHED, checkpoint_slug, stamp
 
 
 @task(cache_policy=CACHED, task_run_name="redundancy[{model.label}, {calibration.n_samples}x{calibration.seq_len}]")
 def layer_redundancy_scores(
-    base: CheckpointRef, calibration_path: str, model: ModelSpec, calibration: CalibrationSpec, code: str
+    base: CheckpointRef, calibration_path: str, model: ModelSpec, calibration: CalibrationSpec
 ) -> LayerRedundancyResult:
     """Token-mean and last-token cosines between every pair of decoder-layer boundaries h_0..h_L."""
     with measure_resources() as usage:
@@ -43,7 +44,6 @@ def sleb_removal_order(
     calibration: CalibrationSpec,
     n_drop: int,
     n_samples: int | None,
-    code: str,
 ) -> SlebResult:
     """SLEB's greedy removal order of `n_drop` layers by calibration NLL (on the first `n_samples`)."""
     with measure_resources() as usage:
@@ -78,7 +78,7 @@ def _drop_run_name(parameters: dict) -> str:
 
 
 @task(cache_policy=CACHED, task_run_name=_drop_run_name)
-def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label: str, workdir: str, code: str) -> DroppedCheckpoint:
+def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label: str, workdir: str) -> DroppedCheckpoint:
     """Remove the plan's decoder layers and save a checkpoint `from_pretrained` loads as a smaller model."""
     drop_plan_ = DropPlan.from_dict(plan)
     with measure_resources() as usage:
@@ -94,7 +94,7 @@ def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label:
         )
         drop_layers(network, adapter, drop_plan_.drop)
         slug = checkpoint_slug(label)
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(plan, base.model_dump(), code)}"
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(plan, base.model_dump(), code_digest(__name__))}"
         save_checkpoint(network, preprocessor, dest, extra={"drop_plan": plan, "method": label})
     return DroppedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),

@@ -13,6 +13,7 @@ from pruning.models.sources import checkpoint_fingerprint, load_model, save_chec
 from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.calibration import calibration_inputs
 from tasks.artifacts import CheckpointRef, LayerSparsity, PrunedCheckpoint
+from tasks.cache import code_digest
 from tasks.common import CACHED, checkpoint_slug, stamp
 
 
@@ -42,7 +43,6 @@ def pruned_checkpoint(
     calibration: CalibrationSpec,
     method,
     workdir: str,
-    code: str,
     block_sparsity: dict[str, list[float]] | None = None,
     block_score: dict[str, list[float]] | None = None,
 ) -> PrunedCheckpoint:
@@ -63,8 +63,8 @@ def pruned_checkpoint(
             batch_size=calibration.batch_size,
             options=method.local_options(),
         )
-        slug = checkpoint_slug(method.label)
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code)}"
+        slug = checkpoint_slug(method.base_label)
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__))}"
         save_checkpoint(network, preprocessor, dest, extra={"method": method.model_dump(mode="json")})
     return PrunedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),

@@ -20,7 +20,7 @@ from tasks.common import CACHED, stamp
 
 @task(cache_policy=CACHED, task_run_name="scores[{scores.label}]")
 def block_scores(
-    base: CheckpointRef, calibration_path: str, model: ModelSpec, calibration: CalibrationSpec, scores: ScoreSpec, code: str
+    base: CheckpointRef, calibration_path: str, model: ModelSpec, calibration: CalibrationSpec, scores: ScoreSpec
 ) -> BlockScoresResult:
     """Score every block of the dense model on (the first `scores.n_samples` of) the calibration set."""
     with measure_resources() as usage:

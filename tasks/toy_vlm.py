@@ -60,7 +60,7 @@ def train_from_records(records: list, spec: ToyVLMSpec, log: Callable[[str], Non
 
 
 @task(cache_policy=CACHED, task_run_name="train[toy-vlm]")
-def toy_vlm_checkpoint(spec: ToyVLMSpec, imageqa_root: str, cache_dir: str, code: str) -> TrainedModel:
+def toy_vlm_checkpoint(spec: ToyVLMSpec, imageqa_root: str, cache_dir: str) -> TrainedModel:
     """Train the toy LLaVA on the image-QA training split and save it under `<cache_dir>/models/toy-vlm`."""
     logger = get_run_logger()
     with measure_resources() as usage:

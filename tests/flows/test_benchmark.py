@@ -57,8 +57,11 @@ def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
     assert n_results == n_distinct > 0
     suites = {row[0] for row in query(database, "SELECT DISTINCT suite FROM results")}
     assert suites == {"jargon_ppl", "jargon_cloze", "jargon_mc"}
-    sparsity = dict(query(database, "SELECT method_label, achieved_sparsity FROM runs"))
+    sparsity = dict(query(database, "SELECT method_label, achieved_weight_sparsity FROM runs"))
     assert sparsity["dense"] == 0.0 and sparsity["wanda 50%"] == pytest.approx(0.5, abs=1e-3)
+    assert query(database, "SELECT count(*) FROM runs WHERE target_drop_ratio IS NOT NULL OR layers_dropped IS NOT NULL") == [(0,)]
+    primary = sorted(query(database, "SELECT DISTINCT suite, metric FROM results WHERE is_primary"))
+    assert primary == [("jargon_cloze", "acc"), ("jargon_mc", "acc"), ("jargon_ppl", "word_perplexity")]
     (n_layers,) = query(database, "SELECT count(*) FROM allocations a JOIN runs r USING (run_id) WHERE r.method = 'wanda'")[0]
     assert n_layers == 30 * 7
     assert "wanda 50%" in first.stdout and "magnitude 50%" in first.stdout

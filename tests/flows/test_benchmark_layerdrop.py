@@ -87,6 +87,9 @@ def test_a_bf16_model_finetunes_through_fp32_master_copies_and_stays_bf16(text_r
 
 def test_every_layer_drop_method_is_recorded_with_its_plan(text_run):
     runs = dict(query(text_run, "SELECT method_label, params_pruned FROM runs"))
+    removed = {label: rest for label, *rest in query(text_run, "SELECT method_label, target_weight_sparsity, target_drop_ratio, "
+                                                                "layers_dropped, layers_total FROM runs")}  # fmt: skip
+    assert removed["shortgpt 25%"] == [None, 0.25, 2, 8] and removed["wanda 50% +ft"] == [0.5, None, None, None]
     assert sorted(runs) == sorted([
         "dense", "interlace 25%", "interlace[random, train-all] 25%", "shortgpt 25%", "shortgpt 25% +ft",
         "angular 25%", "sleb 25%", "wanda 50% +ft",
@@ -121,7 +124,7 @@ def test_finetune_stage_runs_only_where_asked_and_scores_are_recorded(text_run):
 
 
 def test_pruned_weights_stay_zero_through_the_finetune_stage(text_run):
-    (sparsity,) = query(text_run, "SELECT achieved_sparsity FROM runs WHERE method_label = 'wanda 50% +ft'")[0]
+    (sparsity,) = query(text_run, "SELECT achieved_weight_sparsity FROM runs WHERE method_label = 'wanda 50% +ft'")[0]
     assert sparsity == pytest.approx(0.5, abs=1e-3)
     import glob
 

@@ -7,6 +7,7 @@ import json
 import math
 from datetime import datetime, timedelta, timezone
 
+from pruning.specs import method_identity
 from reports.records import AllocationRow, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -29,27 +30,32 @@ def synthetic_bundle(
     modalities: tuple[str, ...] = ("language",),
     redundancy_layers: int = 0,
     acc_stderr: float | None = 0.02,
+    params: dict | None = None,  # method parameters besides name and ratio
 ) -> RunBundle:
-    params = {"name": method}
+    params = {"name": method, **(params or {})}
     if drop_ratio is not None:
         params["drop_ratio"] = drop_ratio
-    elif method != "dense":
-        params["sparsity"] = sparsity
+        removed = dict(target_drop_ratio=drop_ratio, layers_dropped=int(drop_ratio * 8), layers_total=8)
+        share = drop_ratio * 0.9
+    else:
+        if method != "dense":
+            params["sparsity"] = sparsity
+        removed = dict(target_weight_sparsity=sparsity, achieved_weight_sparsity=sparsity)
+        share = sparsity * 0.8
     finished = T0 + timedelta(hours=hours)
     run = RunRecord(
         run_id=run_id, flow_run_id=flow_run_id or f"flow-{hours}", experiment="main",
         config_hash=config_hash or f"{model}/{label}", model=model, model_source=f"packaged:{model}",
-        method=method, method_label=label, method_params=json.dumps(params),
-        target_sparsity=drop_ratio if drop_ratio is not None else sparsity, achieved_sparsity=sparsity,
-        params_total=1000, params_pruned=int(1000 * sparsity), seed=0, git_commit="abc123",
+        method=method, method_id=method_identity(params), method_label=label, method_params=json.dumps(params),
+        **removed, params_total=1000, params_pruned=round(1000 * share), params_pruned_share=share, seed=0, git_commit="abc123",
         package_versions='{"duckdb": "2.0.0"}', host="box", device="cpu",
         started_at=finished - timedelta(minutes=5), finished_at=finished,
     )  # fmt: skip
     results = [
         ResultRow(run_id=run_id, suite="jargon_ppl", metric="word_perplexity", value=10.0 / quality,
-                  higher_is_better=False, n_samples=64),
+                  higher_is_better=False, n_samples=64, is_primary=True),
         ResultRow(run_id=run_id, suite="jargon_mc", metric="acc", value=0.5 * quality, stderr=acc_stderr,
-                  higher_is_better=True, n_samples=200),
+                  higher_is_better=True, n_samples=200, is_primary=True),
     ]  # fmt: skip
     stages = [StageRecord(run_id=run_id, stage="model", wall_s=2.0, peak_rss_gb=0.6, cached=hours > 0),
               StageRecord(run_id=run_id, stage="evaluate", wall_s=30.0 + 10 * sparsity, peak_rss_gb=1.1)]  # fmt: skip

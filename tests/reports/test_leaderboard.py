@@ -7,30 +7,39 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from reports.leaderboard import leaderboard, retention, to_json, to_markdown, to_text
+from pruning.specs import method_identity
+from reports.leaderboard import leaderboard, mean_retention, retention, to_json, to_markdown, to_text
 from reports.records import ResultRow, RunBundle, RunRecord
+from reports.sections import report_sections
 from reports.store import ResultStore
+from tests.reports.synthetic import synthetic_bundle
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def run(run_id: str, method: str, label: str, hours: float, ppl: float, acc: float, *,
-        model: str = "smollm2-135m", experiment: str = "main", sparsity: float = 0.5) -> RunBundle:  # fmt: skip
+        model: str = "smollm2-135m", experiment: str = "main", sparsity: float = 0.5, **params) -> RunBundle:  # fmt: skip
     sparsity = 0.0 if method == "dense" else sparsity
     finished = T0 + timedelta(hours=hours)
+    method_params = {"name": method, **({"sparsity": sparsity} if method != "dense" else {}), **params}
+    if label.endswith("2:4"):
+        method_params["n_m"] = "2:4"
     record = RunRecord(
         run_id=run_id, flow_run_id=f"flow-{hours}", experiment=experiment, config_hash=f"{model}/{label}",
-        model=model, model_source=f"packaged:{model}", method=method, method_label=label, method_params="{}",
-        target_sparsity=sparsity, achieved_sparsity=sparsity * 0.998,
-        params_total=1000, params_pruned=int(1000 * sparsity),
+        model=model, model_source=f"packaged:{model}", method=method, method_id=method_identity(method_params),
+        method_label=label, method_params=json.dumps(method_params),
+        target_weight_sparsity=sparsity, achieved_weight_sparsity=sparsity * 0.998,
+        params_total=1000, params_pruned=int(800 * sparsity), params_pruned_share=0.8 * sparsity,
         seed=0, git_commit="abc", package_versions="{}", host="box", device="cpu",
         started_at=finished - timedelta(minutes=5), finished_at=finished,
     )  # fmt: skip
     return RunBundle(
         run=record,
         results=[
-            ResultRow(run_id=run_id, suite="jargon_ppl", metric="word_perplexity", value=ppl, higher_is_better=False),
-            ResultRow(run_id=run_id, suite="jargon_mc", metric="acc", value=acc, stderr=0.02, higher_is_better=True),
+            ResultRow(run_id=run_id, suite="jargon_ppl", metric="word_perplexity", value=ppl, higher_is_better=False,
+                      is_primary=True),
+            ResultRow(run_id=run_id, suite="jargon_mc", metric="acc", value=acc, stderr=0.02, higher_is_better=True,
+                      is_primary=True),
         ],
     )
 
@@ -63,7 +72,8 @@ def test_latest_run_per_method_and_retention_vs_latest_dense(store):
     assert rows["smollm2-135m", "wanda 50%", "acc"].retention == pytest.approx(0.4 / 0.5)  # value / dense
     assert rows["smollm2-135m", "magnitude 50%", "word_perplexity"].retention == pytest.approx(0.2)
     wanda = rows["smollm2-135m", "wanda 50%", "acc"]
-    assert (wanda.method_name, wanda.sparsity, wanda.achieved_sparsity, wanda.stderr) == ("wanda", 0.5, 0.499, 0.02)
+    assert (wanda.method_name, wanda.target_weight_sparsity, wanda.achieved_weight_sparsity, wanda.stderr) == ("wanda", 0.5, 0.499, 0.02)
+    assert wanda.target_drop_ratio is None and wanda.params_pruned_share == pytest.approx(0.4)
     assert wanda.finished_at == T0 + timedelta(hours=1)
 
 
@@ -102,24 +112,29 @@ def test_retention(value, dense, higher_is_better, expected):
 
 def test_json_has_the_documented_keys_and_is_strict(store):
     objects = json.loads(to_json(leaderboard(store)), parse_constant=lambda name: pytest.fail(f"non-JSON {name}"))
-    assert {"model", "method", "sparsity", "suite", "metric", "value", "retention", "higher_is_better", "run_id",
-            "finished_at", "stderr", "achieved_sparsity", "method_name"} <= set(objects[0])  # fmt: skip
+    assert {"model", "method", "method_id", "method_params", "target_weight_sparsity", "achieved_weight_sparsity",
+            "target_drop_ratio", "layers_dropped", "layers_total", "params_pruned_share", "suite", "metric", "value",
+            "retention", "is_primary", "mean_retention", "higher_is_better", "run_id", "finished_at", "stderr",
+            "method_name"} <= set(objects[0])  # fmt: skip
     diverged = [o for o in objects if o["model"] == "toy-vlm" and o["metric"] == "word_perplexity"]
     assert diverged[0]["value"] is None  # infinity has no strict-JSON spelling
     wanda = [o for o in objects if o["method"] == "wanda 50%" and o["model"] == "smollm2-135m" and o["metric"] == "acc"]
-    assert wanda[0]["value"] == 0.4 and wanda[0]["sparsity"] == 0.5
+    assert wanda[0]["value"] == 0.4 and wanda[0]["achieved_weight_sparsity"] == 0.499
+    assert wanda[0]["method_params"] == {"name": "wanda", "sparsity": 0.5}  # an object, not a JSON string
+    assert wanda[0]["method_id"] == method_identity({"name": "wanda", "sparsity": 0.5})
+    assert wanda[0]["mean_retention"] == pytest.approx((0.8 + 0.5) / 2)
 
 
 def test_markdown_ranks_dense_first_then_by_mean_retention(store):
     markdown = to_markdown(leaderboard(store, experiment="main"))
     lines = markdown.splitlines()
     table = lines[lines.index("### smollm2-135m") + 2 :]
-    assert table[0].split("|")[1:-1] == [
-        " method        ", " sparsity ", " jargon_mc acc ↑ ", " jargon_ppl word_perplexity ↓ ", " mean retention "
+    assert [cell.strip() for cell in table[0].split("|")[1:-1]] == [
+        "method", "sparsity", "params pruned", "jargon_mc acc ↑ *", "jargon_ppl word_perplexity ↓ *", "mean retention"
     ]  # fmt: skip
     methods = [line.split("|")[1].strip() for line in table[2:5]]
     assert methods == ["dense", "wanda 50%", "magnitude 50%"]  # means 100%, 65%, 35%
-    assert [cell.strip() for cell in table[3].split("|")[2:-1]] == ["49.9%", "0.400 (80%)", "20.00 (50%)", "65.0%"]
+    assert [cell.strip() for cell in table[3].split("|")[2:-1]] == ["49.9%", "40.0%", "0.400 (80%)", "20.00 (50%)", "65.0%"]
     assert "10.00 (100%)" in table[2]
     assert "### toy-vlm" in markdown and "no dense run of toy-vlm" in markdown and "inf" in markdown
     assert "↓ lower is better" in markdown and "retention" in lines[-1] + lines[-2]
@@ -144,3 +159,68 @@ def test_text_is_an_aligned_table_without_markdown(store):
 def test_empty_store_renders_a_message(tmp_path):
     rows = leaderboard(ResultStore(tmp_path / "none.duckdb"))
     assert rows == [] and "no results" in to_markdown(rows) and "no results" in to_text(rows) and to_json(rows) == "[]"
+
+
+def test_methods_of_one_label_but_other_parameters_are_rows_of_their_own(tmp_path):
+    """Keyed on identity: two SparseGPT block sizes are two rows, each with its own latest run, whether
+    their labels tell them apart (the config's) or not (older runs, where the start of the id does)."""
+    store = ResultStore(tmp_path / "results.duckdb")
+    for bundle in (
+        run("dense", "dense", "dense", 0, ppl=10.0, acc=0.5),
+        run("bs32-old", "sparsegpt", "sparsegpt 50% (blocksize=32)", 1, ppl=40.0, acc=0.2, blocksize=32),
+        run("bs32", "sparsegpt", "sparsegpt 50% (blocksize=32)", 2, ppl=20.0, acc=0.4, blocksize=32),
+        run("bs128", "sparsegpt", "sparsegpt 50% (blocksize=128)", 1, ppl=25.0, acc=0.3, blocksize=128),
+        run("old-32", "sparsegpt", "sparsegpt 60%", 1, ppl=30.0, acc=0.3, sparsity=0.6, blocksize=32),
+        run("old-128", "sparsegpt", "sparsegpt 60%", 1, ppl=50.0, acc=0.2, sparsity=0.6, blocksize=128),
+    ):
+        store.record(bundle)
+    rows = leaderboard(store)
+    assert {row.run_id for row in rows} == {"dense", "bs32", "bs128", "old-32", "old-128"}
+    assert len({row.method_id for row in rows}) == 5
+    lines = to_text(rows).splitlines()
+    methods = [line.split("  ")[0] for line in lines[3:8]]
+    id32, id128 = (method_identity({"name": "sparsegpt", "sparsity": 0.6, "blocksize": size}) for size in (32, 128))
+    assert methods == ["dense", "sparsegpt 50% (blocksize=32)", "sparsegpt 50% (blocksize=128)",
+                       f"sparsegpt 60% (id {id32[:6]})", f"sparsegpt 60% (id {id128[:6]})"]  # fmt: skip
+
+
+def test_mean_retention_averages_the_primary_metrics_only(tmp_path):
+    """jargon_ppl reports three views of one log-likelihood and jargon_mc two accuracies; only the
+    primary one of each counts. By hand: word_perplexity 10 -> 20 keeps 10/20 = 0.5, acc 0.5 -> 0.4
+    keeps 0.8, so the mean is (0.5 + 0.8) / 2 = 0.65; over all five columns it would be
+    (0.5 + 0.8 + 0.9 + 0.75 + 0.95) / 5 = 0.78."""
+    store = ResultStore(tmp_path / "results.duckdb")
+    for bundle, (byte_ppl, bits, acc_norm) in (
+        (run("dense", "dense", "dense", 0, ppl=10.0, acc=0.5), (3.0, 1.5, 0.6)),
+        (run("wanda", "wanda", "wanda 50%", 1, ppl=20.0, acc=0.4), (3.0 / 0.9, 1.5 / 0.75, 0.57)),
+    ):
+        run_id = bundle.run.run_id
+        extra = [
+            ResultRow(run_id=run_id, suite="jargon_ppl", metric="byte_perplexity", value=byte_ppl, higher_is_better=False),
+            ResultRow(run_id=run_id, suite="jargon_ppl", metric="bits_per_byte", value=bits, higher_is_better=False),
+            ResultRow(run_id=run_id, suite="jargon_mc", metric="acc_norm", value=acc_norm, higher_is_better=True),
+        ]
+        store.record(bundle.model_copy(update={"results": [*bundle.results, *extra]}))
+    rows = leaderboard(store)
+    wanda = [row for row in rows if row.run_id == "wanda"]
+    assert {(row.metric, row.is_primary) for row in wanda} == {
+        ("word_perplexity", True), ("byte_perplexity", False), ("bits_per_byte", False), ("acc", True), ("acc_norm", False)
+    }  # fmt: skip
+    assert mean_retention(wanda).value == pytest.approx(0.65) and mean_retention(wanda).n_metrics == 2
+    assert all(row.mean_retention == pytest.approx(0.65) for row in wanda)
+    line = next(line for line in to_markdown(rows).splitlines() if line.startswith("| wanda 50%"))
+    assert line.rstrip(" |").endswith("65.0%")
+    assert "0.570 (95%)" in line  # acc_norm still shows its own retention
+    (point,) = report_sections(store).sparsity_curves[0].points
+    assert point.retention == pytest.approx(0.65) and point.n_metrics == 2
+
+
+def test_layer_drop_runs_show_the_layers_they_dropped(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    store.record(run("dense", "dense", "dense", 0, ppl=10.0, acc=0.5))
+    store.record(synthetic_bundle("shortgpt", "shortgpt", "shortgpt 25%", drop_ratio=0.25, hours=1))
+    rows = [row for row in leaderboard(store) if row.run_id == "shortgpt"]
+    assert {(row.target_weight_sparsity, row.achieved_weight_sparsity, row.target_drop_ratio, row.layers_dropped, row.layers_total)
+            for row in rows} == {(None, None, 0.25, 2, 8)}  # fmt: skip
+    line = next(line for line in to_text(leaderboard(store)).splitlines() if line.startswith("shortgpt"))
+    assert "2/8 layers" in line and "22.5%" in line  # params pruned: 0.25 * 0.9

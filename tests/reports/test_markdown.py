@@ -21,8 +21,8 @@ def test_every_table_is_there_in_order(synthetic_store):
 
 def test_curve_table_has_a_column_per_ratio_and_dashes_for_gaps():
     curves = [
-        Curve(model="m", series="a", points=[CurvePoint(x=0.5, retention=0.9, n_metrics=1, method="a 50%", run_id="1")]),
-        Curve(model="m", series="b", points=[CurvePoint(x=0.625, retention=0.5, n_metrics=1, method="b", run_id="2")]),
+        Curve(model="m", series="a", series_id="a", points=[CurvePoint(x=0.5, retention=0.9, n_metrics=1, method="a 50%", run_id="1")]),
+        Curve(model="m", series="b", series_id="b", points=[CurvePoint(x=0.625, retention=0.5, n_metrics=1, method="b", run_id="2")]),
     ]
     table = curve_table(curves)
     assert table.header == ["method", "50%", "62.5%"]

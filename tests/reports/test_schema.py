@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
 from pruning.errors import StoreError
 from reports import schema
+from pruning.specs import WandaSpec, method_identity
 from reports.records import AllocationRow, RedundancyRow, ResultRow, RunRecord, StageRecord
+from reports.store import ResultStore
 
 TABLES = {
     "runs": RunRecord,
@@ -45,7 +49,7 @@ def add_notes_column(connection) -> None:  # a plausible v2: a new column with a
 
 
 def test_version_constant_counts_the_migrations():
-    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 4
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 5
 
 
 def test_tables_have_the_record_fields_in_order(connection):
@@ -69,7 +73,7 @@ def test_migrate_creates_then_is_a_no_op(connection):
     assert schema.current_version(connection) == 0
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
-    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,)]
+    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,)]
 
 
 def test_older_database_is_migrated_with_rows_intact(connection):
@@ -135,14 +139,122 @@ def test_a_v3_database_gains_empty_environment_digests_and_loses_nothing(tmp_pat
     before = older_database(path, 3)
     with duckdb.connect(str(path)) as connection:
         connection.execute("BEGIN")
-        assert [version for version, _ in schema.pending_migrations(connection)] == [4]
-        assert schema.migrate(connection) == 4
+        assert [version for version, _ in schema.pending_migrations(connection, schema.MIGRATIONS[:4])] == [4]
+        assert schema.migrate(connection, schema.MIGRATIONS[:4]) == 4
         connection.execute("COMMIT")
         after = {table: connection.execute(f"SELECT * FROM {table}").fetchall() for table in V2_ROWS}
     assert after["runs"] == [row + (None, None) for row in before["runs"]]  # older runs: digests unknown
     assert {table: rows for table, rows in after.items() if table != "runs"} == {
         table: rows for table, rows in before.items() if table != "runs"
     }
+
+
+# Three runs as versions 3 and 4 recorded them: `target_sparsity` a weight share for wanda, the drop
+# ratio for shortgpt (which dropped 1 of 4 layers, its allocations say); method_params the spec dump.
+V4_RUNS = {
+    "dense": ("dense", "dense", '{"name":"dense"}', 0.0, 0.0, 0),
+    "wanda": ("wanda", "wanda 50%", '{"sparsity":0.5,"n_m":null,"finetune":null,"name":"wanda"}', 0.5, 0.49, 490),
+    "shortgpt": ("shortgpt", "shortgpt 25%", '{"drop_ratio":0.25,"finetune":null,"name":"shortgpt"}', 0.25, 0.24, 260),
+}
+V4_RESULTS = [
+    ("jargon_ppl", "word_perplexity", False), ("jargon_ppl", "byte_perplexity", False), ("jargon_ppl", "bits_per_byte", False),
+    ("jargon_mc", "acc", True), ("jargon_mc", "acc_norm", True), ("hellaswag", "acc", True), ("hellaswag", "acc_norm", True),
+]  # fmt: skip
+
+
+def v4_history(path, version: int) -> dict[str, list[tuple]]:
+    """A file as `version` (3 or 4) of prunebench wrote it, with V4_RUNS, their results, a layer-drop
+    allocation and a pruned layer's; returns every table's rows."""
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("BEGIN")
+        schema.migrate(connection, schema.MIGRATIONS[:version])
+        for index, (run_id, (method, label, params, target, achieved, pruned)) in enumerate(V4_RUNS.items()):
+            connection.execute(
+                "INSERT INTO runs (run_id, flow_run_id, experiment, config_hash, model, model_source, method, method_label, "
+                "method_params, target_sparsity, achieved_sparsity, params_total, params_pruned, seed, git_commit, "
+                "package_versions, host, device, started_at, finished_at) VALUES (?, 'flow-1', 'main', ?, 'smollm2-135m', "
+                "'packaged:smollm2-135m', ?, ?, ?, ?, ?, 1000, ?, 0, 'abc', '{}', 'box', 'cpu', "
+                "TIMESTAMPTZ '2025-03-01 12:00:00+00' + to_minutes(?), TIMESTAMPTZ '2025-03-01 12:05:00+00' + to_minutes(?))",
+                [run_id, f"hash-{run_id}", method, label, params, target, achieved, pruned, index, index],
+            )
+            for number, (suite, metric, higher) in enumerate(V4_RESULTS):
+                connection.execute("INSERT INTO results VALUES (?, ?, ?, ?, NULL, ?, 50)", [run_id, suite, metric, 1.0 + number, higher])
+        for block in range(4):
+            dropped = float(block == 2)
+            connection.execute("INSERT INTO allocations VALUES ('shortgpt', 'language', ?, '(whole layer)', 65, ?, ?, ?)",
+                               [block, dropped, dropped, 0.1 * block])  # fmt: skip
+        connection.execute("INSERT INTO allocations VALUES ('wanda', 'language', 0, 'mlp.up_proj', 4096, 0.5, 0.49, NULL)")
+        connection.execute("INSERT INTO stages VALUES ('wanda', 'prune', 1.5, 0.8, NULL, false)")
+        connection.execute("COMMIT")
+        return {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in TABLES}
+
+
+KEPT = ("run_id", "flow_run_id", "experiment", "config_hash", "model", "model_source", "method", "method_label",
+        "method_params", "params_total", "params_pruned", "seed", "git_commit", "package_versions", "host", "device",
+        "started_at", "finished_at")  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_an_older_database_gets_one_meaning_per_column_and_loses_nothing(tmp_path, version):
+    path = tmp_path / f"v{version}.duckdb"
+    before = v4_history(path, version)
+    with duckdb.connect(str(path)) as connection:
+        old_runs = {row[0]: dict(zip([c for (c, *_) in connection.execute("DESCRIBE runs").fetchall()], row)) for row in before["runs"]}
+        connection.execute("BEGIN")
+        assert schema.migrate(connection) == schema.SCHEMA_VERSION
+        connection.execute("COMMIT")
+        columns = [column for (column, *_) in connection.execute("DESCRIBE runs").fetchall()]
+        assert columns == list(RunRecord.model_fields)  # the rebuilt table is the one a new file gets
+        assert "target_sparsity" not in columns and "achieved_sparsity" not in columns
+        runs = {row[0]: dict(zip(columns, row)) for row in connection.execute("SELECT * FROM runs").fetchall()}
+        assert {run_id: {c: run[c] for c in KEPT} for run_id, run in runs.items()} == {
+            run_id: {c: run[c] for c in KEPT} for run_id, run in old_runs.items()
+        }
+        assert [(runs[run_id]["environment_digest"], runs[run_id]["lock_digest"]) for run_id in V4_RUNS] == [(None, None)] * 3
+        moved = ("target_weight_sparsity", "achieved_weight_sparsity", "target_drop_ratio", "layers_dropped", "layers_total",
+                 "params_pruned_share")  # fmt: skip
+        assert {run_id: tuple(run[c] for c in moved) for run_id, run in runs.items()} == {
+            "dense": (0.0, 0.0, None, None, None, 0.0),
+            "wanda": (0.5, 0.49, None, None, None, 0.49),
+            "shortgpt": (None, None, 0.25, 1, 4, 0.26),
+        }
+        assert {run_id: run["method_id"] for run_id, run in runs.items()} == {
+            run_id: method_identity(json.loads(params)) for run_id, (_, _, params, *_) in V4_RUNS.items()
+        }
+        assert runs["wanda"]["method_id"] == WandaSpec(name="wanda", sparsity=0.5).method_id  # as a new run of it records
+        primary = connection.execute("SELECT DISTINCT suite, metric FROM results WHERE is_primary ORDER BY ALL").fetchall()
+        assert primary == [("hellaswag", "acc_norm"), ("jargon_mc", "acc"), ("jargon_ppl", "word_perplexity")]
+        assert connection.execute("SELECT count(*) FROM results WHERE is_primary").fetchone() == (9,)  # 3 per run
+        results = connection.execute("SELECT * EXCLUDE (is_primary) FROM results ORDER BY ALL").fetchall()
+        after = {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in ("stages", "allocations", "redundancy")}
+    assert results == before["results"]
+    assert after == {table: before[table] for table in after}
+
+
+def test_the_rebuilt_runs_table_keeps_its_key_and_checks(tmp_path):
+    path = tmp_path / "v4.duckdb"
+    v4_history(path, 4)
+    with duckdb.connect(str(path)) as connection:
+        schema.migrate(connection)
+        with pytest.raises(duckdb.ConstraintException):  # one row per run_id
+            connection.execute("INSERT INTO runs SELECT * FROM runs WHERE run_id = 'wanda'")
+        with pytest.raises(duckdb.ConstraintException):  # a sparsity is a fraction
+            connection.execute("UPDATE runs SET achieved_weight_sparsity = 1.5 WHERE run_id = 'wanda'")
+    store = ResultStore(path)  # and the records read it
+    assert {run.run_id: run.layers_dropped for run in store.runs()} == {"dense": None, "wanda": None, "shortgpt": 1}
+
+
+def test_a_run_whose_method_params_are_not_json_stops_the_migration_and_leaves_the_file(tmp_path):
+    path = tmp_path / "v4.duckdb"
+    v4_history(path, 4)
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("UPDATE runs SET method_params = 'oops' WHERE run_id = 'dense'")
+        connection.execute("BEGIN")
+        with pytest.raises(StoreError, match="run dense: method_params is not a JSON object"):
+            schema.migrate(connection)
+        connection.execute("ROLLBACK")
+        assert schema.current_version(connection) == 4
+        assert "target_sparsity" in [column for (column, *_) in connection.execute("DESCRIBE runs").fetchall()]
 
 
 PROVENANCE = ("git_commit", "package_versions", "config_hash", "seed", "host", "device", "started_at", "finished_at")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from reports.sections import drop_ratio, report_sections, series_label, stage_rank
+from pruning.specs import method_identity
+from reports.sections import report_sections, series_id, series_label, stage_rank
+from reports.store import ResultStore
+from tests.reports.synthetic import synthetic_bundle
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +22,7 @@ def curve(curves, model, series):
 def test_sparsity_curves_group_labels_by_family_and_sort_by_sparsity(sections):
     wanda = curve(sections.sparsity_curves, "smollm2-135m", "wanda")
     assert [(p.x, p.method) for p in wanda.points] == [(0.5, "wanda 50%"), (0.6, "wanda 60%"), (0.7, "wanda 70%")]
-    assert [p.retention for p in wanda.points] == pytest.approx([0.8, 0.65, 0.4])  # mean of ppl and acc retention
+    assert [p.retention for p in wanda.points] == pytest.approx([0.8, 0.65, 0.4])  # mean of ppl and acc retention (both primary)
     assert all(p.n_metrics == 2 for p in wanda.points)
     series = {(c.model, c.series) for c in sections.sparsity_curves}
     assert ("smollm2-135m", "owl+wanda") in series and ("toy-vlm", "ecoflap(zeroth)+wanda") in series
@@ -66,8 +69,6 @@ def test_costs_list_stages_in_pipeline_order_dense_first(sections):
 
 
 def test_filters_and_an_empty_store(synthetic_store, tmp_path):
-    from reports.store import ResultStore
-
     vlm = report_sections(synthetic_store, model="toy-vlm")
     assert {row.model for row in vlm.leaderboard} == {"toy-vlm"} and not vlm.drop_ratio_curves and not vlm.redundancy
     empty = report_sections(ResultStore(tmp_path / "none.duckdb"))
@@ -90,7 +91,27 @@ def test_series_label_drops_the_ratio(label, series):
     assert series_label(label) == series
 
 
-def test_drop_ratio_reads_the_method_params():
-    assert drop_ratio('{"name": "interlace", "drop_ratio": 0.25}') == 0.25
-    assert drop_ratio('{"name": "wanda", "sparsity": 0.5}') is None
-    assert drop_ratio('{"drop_ratio": true}') is None and drop_ratio("not json") is None and drop_ratio(None) is None
+def test_series_id_is_the_identity_of_the_parameters_but_the_ratio():
+    at_50 = {"name": "sparsegpt", "sparsity": 0.5, "blocksize": 32}
+    assert series_id(at_50, "sparsity") == series_id({**at_50, "sparsity": 0.7}, "sparsity") == method_identity(
+        {"name": "sparsegpt", "blocksize": 32}
+    )
+    assert series_id(at_50, "sparsity") != series_id({**at_50, "blocksize": 128}, "sparsity")
+
+
+def test_lines_are_keyed_on_parameters_not_labels(tmp_path):
+    """Two SparseGPT block sizes recorded under the same labels (an older config) are two lines, told
+    apart by their identity; their ratios join their own line whatever the labels say."""
+    store = ResultStore(tmp_path / "results.duckdb")
+    store.record(synthetic_bundle("dense", "dense", "dense"))
+    for blocksize, quality in ((32, 0.9), (128, 0.7)):
+        for sparsity in (0.5, 0.6):
+            store.record(synthetic_bundle(f"sparsegpt-{blocksize}-{sparsity}", "sparsegpt", f"sparsegpt {sparsity:.0%}",
+                                          sparsity=sparsity, quality=quality - (sparsity - 0.5), params={"blocksize": blocksize}))  # fmt: skip
+    curves = report_sections(store).sparsity_curves
+    assert len(curves) == 2 and len({c.series_id for c in curves}) == 2
+    assert all(c.series.startswith("sparsegpt (id ") for c in curves)
+    by_blocksize = {c.series_id: c for c in curves}
+    small = by_blocksize[series_id({"name": "sparsegpt", "blocksize": 32}, "sparsity")]
+    assert [(p.x, p.run_id) for p in small.points] == [(0.5, "sparsegpt-32-0.5"), (0.6, "sparsegpt-32-0.6")]
+    assert [p.retention for p in small.points] == pytest.approx([0.9, 0.8])

@@ -26,8 +26,8 @@ def bundle(run_id: str = "run-1", ppl: float = 18.31, acc: float = 0.5, target: 
     run = RunRecord(
         run_id=run_id, flow_run_id="flow-1", experiment="smoke", config_hash=f"hash-{run_id}",
         model="smollm2-135m", model_source="packaged:smollm2-135m", method="wanda", method_label="wanda 50%",
-        method_params='{"name": "wanda", "sparsity": 0.5}', target_sparsity=0.5, achieved_sparsity=0.5,
-        params_total=1000, params_pruned=500, seed=0, git_commit="abc123", package_versions='{"torch": "2.13.0"}',
+        method_id="0123456789abcdef", method_params='{"name": "wanda", "sparsity": 0.5}', target_weight_sparsity=0.5,
+        achieved_weight_sparsity=0.5, params_total=1000, params_pruned=500, params_pruned_share=0.5, seed=0, git_commit="abc123", package_versions='{"torch": "2.13.0"}',
         host="box", device="cpu", started_at=T0, finished_at=T0 + timedelta(minutes=3),
     )  # fmt: skip
     return RunBundle(

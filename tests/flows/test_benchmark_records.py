@@ -1,0 +1,79 @@
+"""What `run_bundle` records for a run, from hand-made stage results: each removal in its own column,
+the method's identity and parameters, and which result of each suite is primary."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from evals.harness import SuiteScore
+from flows.benchmark import run_bundle
+from flows.config import ExperimentConfig, spec_hash
+from tasks.artifacts import CheckpointRef, DroppedCheckpoint, EvalScores, ModelCheckpoint, PrunedCheckpoint, StageUsage
+
+USAGE = StageUsage(wall_s=1.0, peak_rss_gb=0.5)
+REF = CheckpointRef(path="/nowhere", fingerprint="f")
+BASE = ModelCheckpoint(ref=REF, params_total=1000, usage=USAGE)
+PRUNED = PrunedCheckpoint(ref=REF, params_prunable=800, params_pruned=396, achieved_sparsity=0.495, layers=[], usage=USAGE)
+DROPPED = DroppedCheckpoint(ref=REF, n_layers=8, drop=[3, 5], finetune=[], anchor=[], train_layers=[], modality="language",
+                            layer_params=[110] * 8, params_removed=220, prunable_removed=200, prunable_total=800, usage=USAGE)  # fmt: skip
+SCORES = EvalScores(usage=USAGE, scores=[
+    SuiteScore(suite="jargon_ppl", metric=metric, value=2.0, stderr=None, higher_is_better=False)
+    for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte")
+] + [SuiteScore(suite="jargon_mc", metric=metric, value=0.5, stderr=0.1, higher_is_better=True) for metric in ("acc", "acc_norm")])  # fmt: skip
+STARTED = datetime(2025, 3, 1, tzinfo=timezone.utc)
+
+
+def experiment(**evaluation) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({"name": "records", "studies": [{
+        "model": {"source": "packaged:smollm2-135m"},
+        "methods": [{"name": "dense"}, {"name": "sparsegpt", "sparsity": 0.5, "blocksize": 32}, {"name": "shortgpt", "drop_ratio": 0.25}],
+        "eval": {"suites": ["jargon_ppl", "jargon_mc"], **evaluation},
+    }]})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundles():
+    config = experiment(primary_metrics={"jargon_mc": "acc_norm"})
+    study = config.studies[0]
+    dense, sparsegpt, shortgpt = study.methods
+    return {
+        method.name: run_bundle(config, study, method, BASE, None, pruned, SCORES, STARTED)
+        for method, pruned in ((dense, None), (sparsegpt, PRUNED), (shortgpt, DROPPED))
+    }
+
+
+REMOVED = ("target_weight_sparsity", "achieved_weight_sparsity", "target_drop_ratio", "layers_dropped", "layers_total",
+           "params_pruned", "params_pruned_share")  # fmt: skip
+
+
+def test_each_kind_of_removal_has_its_own_columns(bundles):
+    assert {name: tuple(getattr(bundle.run, field) for field in REMOVED) for name, bundle in bundles.items()} == {
+        "dense": (0.0, 0.0, None, None, None, 0, 0.0),
+        "sparsegpt": (0.5, 0.495, None, None, None, 396, pytest.approx(0.396)),
+        "shortgpt": (None, None, 0.25, 2, 8, 220, pytest.approx(0.22)),
+    }
+
+
+def test_the_run_carries_its_method_identity_and_every_parameter(bundles):
+    sparsegpt = experiment().studies[0].methods[1]
+    run = bundles["sparsegpt"].run
+    assert run.method_id == sparsegpt.method_id
+    assert json.loads(run.method_params) == sparsegpt.canonical_params() and json.loads(run.method_params)["blocksize"] == 32
+
+
+def test_one_primary_result_per_suite_the_config_choosing_where_it_says(bundles):
+    primary = {(row.suite, row.metric) for row in bundles["dense"].results if row.is_primary}
+    assert primary == {("jargon_ppl", "word_perplexity"), ("jargon_mc", "acc_norm")}
+
+
+def test_choosing_primary_metrics_leaves_the_config_hash_alone(bundles):
+    plain = experiment()
+    study = plain.studies[0]
+    again = run_bundle(plain, study, study.methods[1], BASE, None, PRUNED, SCORES, STARTED)
+    assert again.run.config_hash == bundles["sparsegpt"].run.config_hash
+    # and it is the hash earlier versions recorded, so `compare` finds the runs from before
+    assert again.run.config_hash == spec_hash(study.model, study.methods[1], study.calibration, study.eval)
+    assert {(row.suite, row.metric) for row in again.results if row.is_primary} == {("jargon_ppl", "word_perplexity"), ("jargon_mc", "acc")}
