@@ -40,9 +40,9 @@ from tasks.calibration import calibration_set
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.finetune import finetuned_checkpoint
-from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, sleb_removal_order
+from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, redundancy_of, sleb_removal_order
 from tasks.prune import needs_calibration, pruned_checkpoint
-from tasks.scores import block_scores
+from tasks.scores import block_scores, scores_of
 from tasks.record import leaderboard_markdown, recorded_run, regression_check, report_html_for, report_markdown_for
 from tasks.suites import eval_suites, imageqa_data
 from tasks.toy_vlm import TOY_VLM, toy_vlm_checkpoint
@@ -220,7 +220,7 @@ def method_run(
     allocation: dict = {}
     if inputs.scores is not None:
         stages["scores"] = inputs.scores.usage
-        allocation = {"block_sparsity": allocate(method, inputs.scores.block_scores()), "block_score": inputs.scores.scores}
+        allocation = {"block_sparsity": allocate(method, scores_of(inputs.scores)), "block_score": inputs.scores.scores}
     if method.name in LAYER_DROP_METHODS:
         pruned = _dropped(study, method, inputs, workdir, stages)
         checkpoint = pruned.ref
@@ -383,7 +383,7 @@ def _removed(method, base: ModelCheckpoint, pruned: PrunedCheckpoint | DroppedCh
 def _drop_allocations(run_id: str, dropped: DroppedCheckpoint, redundancy: LayerRedundancyResult | None) -> list[AllocationRow]:
     """One row per decoder layer: sparsity 1 for a dropped layer, 0 for a kept one; its block score is
     ShortGPT's block influence 1 - s_1(i) where the redundancy was measured."""
-    influence = redundancy.layer_redundancy().block_influence() if redundancy is not None else None
+    influence = redundancy_of(redundancy).block_influence() if redundancy is not None else None
     return [
         AllocationRow(
             run_id=run_id, modality=dropped.modality, block=index, layer="(whole layer)", n_params=n_params,

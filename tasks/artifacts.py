@@ -68,11 +68,6 @@ class BlockScoresResult(Artifact):
     n_samples: int  # calibration samples the scores were computed on
     usage: StageUsage
 
-    def block_scores(self):
-        from pruning.scores import BlockScores
-
-        return BlockScores(kind=self.kind, scores=self.scores, n_params=self.n_params)
-
 
 Score = SuiteScore  # one metric of one suite, as the evaluation harness reported it
 
@@ -112,11 +107,6 @@ class LayerRedundancyResult(Artifact):
     n_sequences: int
     protected: list[int]  # layers no method may drop (Qwen3-VL DeepStack targets)
     usage: StageUsage
-
-    def layer_redundancy(self):
-        from pruning.layerdrop import LayerRedundancy
-
-        return LayerRedundancy.from_dict({"cos_mean": self.cos_mean, "cos_last": self.cos_last, "n_sequences": self.n_sequences})
 
 
 class SlebResult(Artifact):

@@ -10,7 +10,7 @@ from prefect import task
 
 from evals.measure import measure_resources
 from flows.config import spec_hash
-from pruning.layerdrop import drop_layers, finetune_indices, layer_redundancy, protected_layers, select_layers, sleb_order
+from pruning.layerdrop import LayerRedundancy, drop_layers, finetune_indices, layer_redundancy, protected_layers, select_layers, sleb_order
 from pruning.layerdrop.selection import DropPlan, n_layers_to_drop
 from pruning.layerdrop.surgery import droppable_group
 from pruning.models.adapters import adapter_for, blocks, prunable_linears
@@ -61,12 +61,18 @@ def drop_plan(method, n_layers: int, redundancy: LayerRedundancyResult | None, s
         method.selector,
         method.drop_ratio,
         n_layers,
-        redundancy=redundancy.layer_redundancy() if redundancy is not None else None,
+        redundancy=redundancy_of(redundancy) if redundancy is not None else None,
         sleb_order=sleb.removed if sleb is not None else None,
         protected=redundancy.protected if redundancy is not None else (),
         seed=getattr(method, "seed", 0),
         finetune=method.train_layers,
     )
+
+
+def redundancy_of(result: LayerRedundancyResult) -> LayerRedundancy:
+    """The stage's plain numbers back as `pruning.layerdrop.LayerRedundancy` (kept out of tasks/artifacts.py,
+    which every stage imports: what an artifact can be turned into is not what computes it)."""
+    return LayerRedundancy.from_dict({"cos_mean": result.cos_mean, "cos_last": result.cos_last, "n_sequences": result.n_sequences})
 
 
 def sleb_layers(method, n_layers: int) -> int:

@@ -11,7 +11,7 @@ from evals.measure import measure_resources
 from pruning.local.walk import calibration_batches
 from pruning.models.adapters import adapter_for
 from pruning.models.sources import load_model
-from pruning.scores import first_order_scores, outlier_ratios, zeroth_order_scores
+from pruning.scores import BlockScores, first_order_scores, outlier_ratios, zeroth_order_scores
 from pruning.specs import CalibrationSpec, ModelSpec, ScoreSpec
 from tasks.artifacts import BlockScoresResult, CheckpointRef
 from tasks.calibration import calibration_inputs
@@ -43,6 +43,11 @@ def block_scores(
         n_samples=sum(len(batch["input_ids"]) for batch in used),
         usage=stamp(usage),
     )
+
+
+def scores_of(result: BlockScoresResult) -> BlockScores:
+    """The stage's plain numbers back as `pruning.scores.BlockScores`, what allocators read."""
+    return BlockScores(kind=result.kind, scores=result.scores, n_params=result.n_params)
 
 
 def _first_samples(batches: list[dict], n_samples: int | None) -> list[dict]:
