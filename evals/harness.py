@@ -1,8 +1,9 @@
 """What the lm-eval and lmms-eval bridges share: the score record, seeds, offline and quiet runs, result parsing.
 
 Both harnesses return the same result dict (`results`, `higher_is_better`, `n-samples`, metric keys
-`"<metric>,<filter>"`), so one parser turns either into `SuiteScore`s. Importing this module first
-makes the Hub offline for `datasets` / `huggingface_hub` unless the user set HF_HUB_OFFLINE=0.
+`"<metric>,<filter>"`, and with `log_samples` one dict per document in `samples`), so one parser
+turns either into `SuiteScore`s and the per-item `SampleScore`s behind them. Importing this module
+first makes the Hub offline for `datasets` / `huggingface_hub` unless the user set HF_HUB_OFFLINE=0.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import math
 import os
 from contextlib import contextmanager
+from numbers import Real
 from typing import Any, Callable, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +27,10 @@ SEEDS = dict(random_seed=0, numpy_random_seed=1234, torch_random_seed=1234, fews
 # 100000 in a process pool, is slow on two cores and forks a process holding the model; 1000 is
 # plenty for a standard error.
 BOOTSTRAP_ITERS = 1000
+# lm-eval's rolling log-likelihood metrics: a document's value is (log-likelihood, weight), the weight
+# its words or UTF-8 bytes (lm_eval/api/task.py:1468-1486), and the aggregate exp(-Σll / Σweight)
+# (bits_per_byte: -Σll / Σweight / ln 2; lm_eval/api/metrics.py weighted_perplexity, bits_per_byte).
+WEIGHTED_METRICS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte"})
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _FALSE = ("0", "false", "no", "off")
 
@@ -42,6 +48,30 @@ class SuiteScore(BaseModel):
     n_samples: int | None = None
 
 
+class SampleScore(BaseModel):
+    """One metric of one item (a document of a suite), as the harness logged it: 0/1 for accuracy
+    metrics (acc, acc_norm, exact_match), the log-likelihood for perplexity metrics. `weight` is the
+    document's words or bytes for the weighted ones (`WEIGHTED_METRICS`), None where the suite's
+    score aggregates the values alone (a mean; `perplexity` is exp(-mean log-likelihood))."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    item: str  # the harness's doc_id: the same document has the same id in every run of the suite
+    metric: str  # named as SuiteScore.metric ("exact_match/strict-match" for a filter other than "none")
+    value: float
+    weight: float | None = None
+
+
+class HarnessScores(BaseModel):
+    """What one evaluation reports: each suite's metrics, and every item's values behind them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scores: list[SuiteScore]
+    items: list[SampleScore]
+
+
 def network_allowed() -> bool:
     """Only an explicit HF_HUB_OFFLINE=0 (set by the user) lets a harness reach the Hub."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _FALSE
@@ -52,22 +82,21 @@ if not network_allowed():  # before datasets / huggingface_hub read them, where 
         os.environ.setdefault(_name, "1")
 
 
+def harness_scores(results: dict[str, Any], registry_higher_is_better: Callable[[str], bool | None]) -> HarnessScores:
+    """A harness result dict (run with `log_samples=True`) -> its suite scores and per-item scores."""
+    return HarnessScores(scores=suite_scores(results, registry_higher_is_better), items=sample_scores(results))
+
+
 def suite_scores(results: dict[str, Any], registry_higher_is_better: Callable[[str], bool | None]) -> list[SuiteScore]:
     """A harness result dict -> one SuiteScore per (suite, metric); "acc,none" keys are split on the comma.
 
     `registry_higher_is_better` (the harness's metric registry) decides where the task config does not.
-    Stderr keys (`acc_stderr,none`, lmms-eval's `acc_stderr_clt,none`) are not metrics of their own.
     """
     scores = []
     for suite, metrics in results["results"].items():
         higher = results.get("higher_is_better", {}).get(suite, {})
         n_samples = results.get("n-samples", {}).get(suite, {}).get("effective")
-        for key, value in metrics.items():
-            if "," not in key or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            metric, filter_name = key.split(",", 1)
-            if metric.endswith("_stderr") or "_stderr_" in metric:
-                continue
+        for metric, filter_name in _reported_metrics(metrics):
             stderr = metrics.get(f"{metric}_stderr,{filter_name}")
             stderr = float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None
             is_better = higher.get(metric)
@@ -76,14 +105,80 @@ def suite_scores(results: dict[str, Any], registry_higher_is_better: Callable[[s
             scores.append(
                 SuiteScore(
                     suite=suite,
-                    metric=metric if filter_name == "none" else f"{metric}/{filter_name}",
-                    value=float(value),
+                    metric=_metric_name(metric, filter_name),
+                    value=float(metrics[f"{metric},{filter_name}"]),
                     stderr=stderr,
                     higher_is_better=bool(is_better),
                     n_samples=n_samples,
                 )
             )
     return scores
+
+
+def sample_scores(results: dict[str, Any]) -> list[SampleScore]:
+    """Every item's value of every metric its suite reports, from the harness's logged samples
+    (`results["samples"][suite]`, one dict per document and filter; nothing without `log_samples`).
+
+    Only the numbers are kept, not the prompts, responses and documents around them. A metric whose
+    per-item values are not numbers (BLEU's or F1's (reference, prediction) pairs, lmms-eval's
+    dicts for task-specific aggregation) is aggregated over the corpus only and has no per-item score.
+    """
+    items = []
+    for suite, samples in results.get("samples", {}).items():
+        reported = _reported_metrics(results["results"].get(suite, {}))
+        filters = list(dict.fromkeys(filter_name for _, filter_name in reported))
+        for filter_name, logged in _samples_by_filter(suite, samples, filters).items():
+            for metric in [metric for metric, reported_filter in reported if reported_filter == filter_name]:
+                for sample in logged:
+                    number = _item_value(sample.get(metric), weighted=metric in WEIGHTED_METRICS)
+                    if number is not None:
+                        items.append(SampleScore(suite=suite, item=str(sample["doc_id"]), metric=_metric_name(metric, filter_name),
+                                                 value=number[0], weight=number[1]))  # fmt: skip
+    return items
+
+
+def _reported_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric, filter) of each numeric "<metric>,<filter>" key of one suite's results. Stderr keys
+    (`acc_stderr,none`, lmms-eval's `acc_stderr_clt,none`) are not metrics of their own."""
+    reported = []
+    for key, value in metrics.items():
+        if "," not in key or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        metric, filter_name = key.split(",", 1)
+        if not (metric.endswith("_stderr") or "_stderr_" in metric):
+            reported.append((metric, filter_name))
+    return reported
+
+
+def _metric_name(metric: str, filter_name: str) -> str:
+    return metric if filter_name == "none" else f"{metric}/{filter_name}"
+
+
+def _samples_by_filter(suite: str, samples: list[dict[str, Any]], filters: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The logged samples of each filter. lm-eval names each sample's filter; lmms-eval 0.7.3 logs every
+    document once per filter, filter after filter in the order of the result keys, without naming it
+    (evaluator.py:1322-1392), so its samples are cut into equal runs."""
+    if all("filter" in sample for sample in samples):
+        by_filter: dict[str, list[dict[str, Any]]] = {}
+        for sample in samples:
+            by_filter.setdefault(sample["filter"], []).append(sample)
+        return by_filter
+    if not filters:
+        return {}
+    per_filter, left_over = divmod(len(samples), len(filters))
+    if left_over:
+        raise ValueError(f"suite {suite!r}: {len(samples)} logged samples cannot be {len(filters)} filters' ({', '.join(filters)}) documents")
+    return {filter_name: samples[index * per_filter : (index + 1) * per_filter] for index, filter_name in enumerate(filters)}
+
+
+def _item_value(value: Any, weighted: bool) -> tuple[float, float | None] | None:
+    """(value, weight) of one logged metric value: a number, or for a weighted metric its
+    (log-likelihood, weight) pair; None for anything else."""
+    if weighted:
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(part, Real) for part in value):
+            return float(value[0]), float(value[1])
+        return None
+    return (float(value), None) if isinstance(value, Real) else None
 
 
 @contextmanager

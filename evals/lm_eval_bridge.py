@@ -11,11 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from evals.harness import BOOTSTRAP_ITERS, SEEDS, SuiteScore, load_suite, offline_hub, quiet_harness, suite_scores
+from evals.harness import BOOTSTRAP_ITERS, SEEDS, HarnessScores, SuiteScore, harness_scores, load_suite, offline_hub, quiet_harness
 from evals.suites import IMAGE_SUITES, SUITES, expand_suites, local_suite_names, suite_config_path
 from pruning.errors import SuiteError
 
-__all__ = ["SuiteScore", "check_suites", "evaluate", "scores_from_results"]
+__all__ = ["HarnessScores", "SuiteScore", "check_suites", "evaluate", "scores_from_results"]
 
 
 @lru_cache(maxsize=1)
@@ -58,8 +58,9 @@ def evaluate(
     batch_size: int = 8,
     limit: int | None = None,
     max_length: int | None = None,
-) -> list[SuiteScore]:
-    """Every metric of every suite for `model` (a transformers causal LM in memory), via `HFLM`."""
+) -> HarnessScores:
+    """Every metric of every suite for `model` (a transformers causal LM in memory), via `HFLM`, and
+    every item's values behind them."""
     if tokenizer is None:
         raise SuiteError("evaluation needs a tokenizer, and this checkpoint was saved without one")
     _refuse_image_suites(suites)
@@ -94,11 +95,11 @@ def evaluate(
             task_manager=local_manager or _standard_task_manager(),  # tasks are loaded already: passed through
             limit=limit,
             bootstrap_iters=BOOTSTRAP_ITERS,
-            log_samples=False,
+            log_samples=True,  # the per-item values (`evals.harness.sample_scores`)
             **SEEDS,
         )
     if results is None:  # only non-zero ranks of a distributed run get None
-        return []
+        return HarnessScores(scores=[], items=[])
     return scores_from_results(results)
 
 
@@ -110,8 +111,9 @@ def _load_task(task_manager, name: str, is_local: bool) -> list[Any]:
     return list(loaded["tasks"].values())
 
 
-def scores_from_results(results: dict[str, Any]) -> list[SuiteScore]:
-    """lm-eval's result dict -> one SuiteScore per (suite, metric); lm-eval's registry fills in higher_is_better."""
+def scores_from_results(results: dict[str, Any]) -> HarnessScores:
+    """lm-eval's result dict -> one SuiteScore per (suite, metric), lm-eval's registry filling in
+    higher_is_better, and the per-item scores of its logged samples."""
     from lm_eval.api.registry import is_higher_better
 
-    return suite_scores(results, is_higher_better)
+    return harness_scores(results, is_higher_better)

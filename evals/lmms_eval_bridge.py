@@ -36,7 +36,7 @@ from lmms_eval.api.registry import register_model
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from evals.harness import BOOTSTRAP_ITERS, SEEDS, SuiteScore, load_suite, offline_hub, quiet_harness, suite_scores
+from evals.harness import BOOTSTRAP_ITERS, SEEDS, HarnessScores, harness_scores, load_suite, offline_hub, quiet_harness
 from evals.vlm_prompt import vlm_prompt
 from pruning.errors import SuiteError
 
@@ -245,8 +245,9 @@ def evaluate_multimodal(
     include_path: Path | None,
     batch_size: int = 8,
     limit: int | None = None,
-) -> list[SuiteScore]:
-    """Every metric of every suite for `model` (an HF VLM in memory) and its processor, via lmms-eval."""
+) -> HarnessScores:
+    """Every metric of every suite for `model` (an HF VLM in memory) and its processor, via lmms-eval,
+    and every item's values behind them."""
     names = list(dict.fromkeys(suites))
     local_manager = _local_task_manager(include_path)
     local_names = set(local_manager.all_tasks) if local_manager else set()
@@ -274,12 +275,12 @@ def evaluate_multimodal(
             task_manager=_LoadedTasks(task_dict),
             limit=limit,
             bootstrap_iters=BOOTSTRAP_ITERS,
-            log_samples=False,
+            log_samples=True,  # the per-item values (`evals.harness.sample_scores`)
             **SEEDS,
         )
     if results is None:  # only non-zero ranks of a distributed run get None
-        return []
-    return suite_scores(results, is_higher_better)
+        return HarnessScores(scores=[], items=[])
+    return harness_scores(results, is_higher_better)
 
 
 def check_multimodal_suites(names: Sequence[str], include_path: Path | None) -> None:

@@ -21,11 +21,14 @@ import sys
 import tempfile
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
 from pruning.errors import PrunebenchError
+
+if TYPE_CHECKING:
+    from evals.harness import HarnessScores
 
 ITEMS = 2  # per suite: enough to run every code path of the harness once, batched
 REHEARSAL_IMAGEQA = {"train": 6, "calibration": 6, "test": 6}  # one image per question type
@@ -138,12 +141,17 @@ def _tiny_vlm():
     return build_model(tokenizer, spec).eval(), build_processor(tokenizer, spec)
 
 
-def _require_scores(scores: list, names: list[str]) -> None:
-    """Every suite scored, every value a number: a harness that returns nothing has failed too."""
-    scored = {score.suite for score in scores}
+def _require_scores(evaluation: HarnessScores, names: list[str]) -> None:
+    """Every suite scored, every value a number, every suite's items logged: a harness that returns
+    nothing (or logs its samples in a shape `evals.harness.sample_scores` no longer reads) has failed too."""
+    scored = {score.suite for score in evaluation.scores}
     missing = [name for name in names if name not in scored]
-    if missing or any(not math.isfinite(score.value) for score in scores):
+    if missing or any(not math.isfinite(score.value) for score in evaluation.scores):
         raise RuntimeError(f"the harness returned no usable score for {', '.join(missing) or 'a metric'}")
+    itemised = {item.suite for item in evaluation.items}
+    unlogged = [name for name in names if name not in itemised]
+    if unlogged:
+        raise RuntimeError(f"the harness logged no per-item score for {', '.join(unlogged)}")
 
 
 def _guarded(backend: str, rehearsal: Callable[[], None]) -> None:

@@ -31,7 +31,7 @@ from pruning.models.sources import checkpoint_problem, decoder_layer_count
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
 from pruning.specs import LAYER_DROP_METHODS
-from reports.records import AllocationRow, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
+from reports.records import AllocationRow, ItemScore, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from tasks.artifacts import (
     Artifact, BlockScoresResult, CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
     PrunedCheckpoint, SlebResult, StageUsage,
@@ -359,6 +359,7 @@ def run_bundle(
         run=run,
         results=[ResultRow(run_id=run_id, **score.model_dump(), is_primary=(score.suite, score.metric) in primary)
                  for score in scores.scores],  # fmt: skip
+        items=[ItemScore(run_id=run_id, **item.model_dump()) for item in scores.items],
         stages=[_stage_record(run_id, name, usage, flow_run_id) for name, usage in stages.items()],
         redundancy=_redundancy_rows(run_id, method.name, redundancy) if redundancy is not None else [],
         allocations=_drop_allocations(run_id, pruned, redundancy) if dropped else [

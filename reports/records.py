@@ -61,6 +61,21 @@ class ResultRow(Record):
     is_primary: bool = False  # the suite's primary metric, the one mean retention averages (evals.suites.primary)
 
 
+class ItemScore(Record):
+    """One metric of one item (a suite's document), as the harness logged it (`evals.harness.SampleScore`):
+    0/1 for accuracy metrics, the log-likelihood for perplexity metrics. `weight` is the document's
+    words or bytes where the suite's score weighs items by it (word_perplexity = exp(-Σvalue / Σweight),
+    byte_perplexity, bits_per_byte); None where it aggregates the values alone (acc: their mean;
+    perplexity: exp(-mean)). Runs recorded before schema 6 have none."""
+
+    run_id: str
+    suite: str
+    item: str  # the harness's doc_id: the same document in every run of the suite
+    metric: str  # as ResultRow.metric
+    value: float
+    weight: float | None = None
+
+
 class StageRecord(Record):
     run_id: str
     stage: str  # "model", "calibration", "prune", "evaluate"
@@ -103,6 +118,7 @@ class RunBundle(Record):
 
     run: RunRecord
     results: list[ResultRow] = Field(default_factory=list)
+    items: list[ItemScore] = Field(default_factory=list)
     stages: list[StageRecord] = Field(default_factory=list)
     allocations: list[AllocationRow] = Field(default_factory=list)
     redundancy: list[RedundancyRow] = Field(default_factory=list)

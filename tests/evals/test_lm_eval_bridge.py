@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evals.lm_eval_bridge import SuiteScore, check_suites, evaluate, scores_from_results
+from evals.lm_eval_bridge import HarnessScores, SuiteScore, check_suites, evaluate, scores_from_results
 from evals.suites import build_suites
 from pruning.errors import SuiteError
 
@@ -50,9 +50,13 @@ def suites_dir(tmp_path_factory, cache_dir) -> Path:
     return build_suites(list(METRICS), tmp_path_factory.mktemp("suites"), cache_dir)
 
 
-def test_random_model_on_all_local_suites(tiny_llama, smollm2_tokenizer, suites_dir):
-    scores = evaluate(tiny_llama, smollm2_tokenizer, ["prunebench_text"], suites_dir, batch_size=4, limit=3)
-    got = {(s.suite, s.metric): s for s in scores}
+@pytest.fixture(scope="module")
+def all_local(tiny_llama, smollm2_tokenizer, suites_dir) -> HarnessScores:
+    return evaluate(tiny_llama, smollm2_tokenizer, ["prunebench_text"], suites_dir, batch_size=4, limit=3)
+
+
+def test_random_model_on_all_local_suites(all_local):
+    got = {(s.suite, s.metric): s for s in all_local.scores}
     for suite, metrics in METRICS.items():
         for metric, higher_is_better in metrics.items():
             score = got[(suite, metric)]
@@ -63,6 +67,37 @@ def test_random_model_on_all_local_suites(tiny_llama, smollm2_tokenizer, suites_
     assert got[("jargon_ppl", "bits_per_byte")].value > 3
     assert got[("jargon_cloze", "acc")].value == 0.0
     assert got[("jargon_mc", "acc")].stderr is not None and got[("jargon_ppl", "word_perplexity")].stderr is None
+
+
+# How lm-eval aggregates each metric's per-item values (lm_eval/api/metrics.py: mean, perplexity,
+# weighted_perplexity, bits_per_byte), written out here from the formulas.
+AGGREGATES = {
+    "acc": lambda values, weights: sum(values) / len(values),
+    "acc_norm": lambda values, weights: sum(values) / len(values),
+    "perplexity": lambda values, weights: math.exp(-sum(values) / len(values)),
+    "word_perplexity": lambda values, weights: math.exp(-sum(values) / sum(weights)),
+    "byte_perplexity": lambda values, weights: math.exp(-sum(values) / sum(weights)),
+    "bits_per_byte": lambda values, weights: -sum(values) / sum(weights) / math.log(2),
+}
+
+
+def test_items_reproduce_the_harness_aggregates(all_local):
+    """Every suite's score, recomputed from its recorded items alone, is the score lm-eval reported."""
+    items: dict[tuple[str, str], list] = {}
+    for item in all_local.items:
+        items.setdefault((item.suite, item.metric), []).append(item)
+    assert set(items) == {(suite, metric) for suite, metrics in METRICS.items() for metric in metrics}
+    for score in all_local.scores:
+        if score.suite not in METRICS:
+            continue
+        rows = items[(score.suite, score.metric)]
+        assert [row.item for row in rows] == ["0", "1", "2"]  # the first three documents, by lm-eval's doc_id
+        values, weights = [row.value for row in rows], [row.weight for row in rows]
+        if score.metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+            assert all(weight > 0 for weight in weights)  # words or bytes of each document
+        else:
+            assert weights == [None] * 3
+        assert AGGREGATES[score.metric](values, weights) == pytest.approx(score.value, rel=1e-9), (score.suite, score.metric)
 
 
 def test_evaluation_is_deterministic(tiny_llama, smollm2_tokenizer, suites_dir):
@@ -107,7 +142,7 @@ def test_scores_from_a_hand_made_result_dict():
         "higher_is_better": {"jargon_cloze": {"acc": True, "perplexity": False}, "gsm8k": {}},
         "n-samples": {"jargon_cloze": {"original": 100, "effective": 10}},
     }
-    assert scores_from_results(results) == [
+    assert scores_from_results(results).scores == [
         SuiteScore(suite="jargon_cloze", metric="acc", value=0.5, stderr=0.1, higher_is_better=True, n_samples=10),
         SuiteScore(suite="jargon_cloze", metric="perplexity", value=12.0, stderr=None, higher_is_better=False, n_samples=10),
         # no higher_is_better in the output: lm-eval's registry decides; unknown sample count stays None
@@ -123,6 +158,6 @@ def test_real_model_perplexity_is_that_of_a_language_model(smollm2_checkpoint, s
     from pruning.specs import ModelSpec
 
     model, tokenizer = load_model(smollm2_checkpoint, ModelSpec(source=str(smollm2_checkpoint)))
-    scores = {s.metric: s.value for s in evaluate(model, tokenizer, ["jargon_ppl"], suites_dir, limit=8)}
+    scores = {s.metric: s.value for s in evaluate(model, tokenizer, ["jargon_ppl"], suites_dir, limit=8).scores}
     assert 50 < scores["word_perplexity"] < 1000
     assert scores["bits_per_byte"] < 1.6

@@ -147,12 +147,24 @@ def test_generate_until_is_greedy_generate(toy_vlm):
 
 def test_evaluator_returns_every_metric(toy_vlm, toyqa_dir, docs):
     model, processor = toy_vlm
-    scores = evaluate_multimodal(model, processor, ["toyqa"], toyqa_dir, batch_size=4)
-    got = {(s.suite, s.metric): s for s in scores}
+    evaluation = evaluate_multimodal(model, processor, ["toyqa"], toyqa_dir, batch_size=4)
+    got = {(s.suite, s.metric): s for s in evaluation.scores}
     assert set(got) == {(suite, metric) for suite, metrics in METRICS.items() for metric in metrics}
-    for score in scores:
+    for score in evaluation.scores:
         assert 0.0 <= score.value <= 1.0 and score.higher_is_better and score.n_samples == len(docs)
     assert got[("toyqa_mc", "acc")].stderr is not None
+
+    # every score is the mean of its items (`colour_exact_match` over the colour questions only)
+    items: dict[tuple[str, str], list] = {}
+    for item in evaluation.items:
+        items.setdefault((item.suite, item.metric), []).append(item)
+    assert set(items) == set(got)
+    for key, rows in items.items():
+        assert all(row.value in (0.0, 1.0) and row.weight is None for row in rows)
+        assert sum(row.value for row in rows) / len(rows) == pytest.approx(got[key].value), key
+    assert [row.item for row in items[("toyqa_mc", "acc")]] == [str(index) for index in range(len(docs))]
+    colour_questions = [str(index) for index, doc in enumerate(docs) if doc["question_type"] == "colour"]
+    assert [row.item for row in items[("toyqa_short", "colour_exact_match")]] == colour_questions
 
     # multiple choice picks the most likely choice (lmms-eval's own rule would pick the least likely)
     from PIL import Image
@@ -169,7 +181,7 @@ def test_evaluator_returns_every_metric(toy_vlm, toyqa_dir, docs):
 def test_evaluation_is_deterministic(toy_vlm, toyqa_dir):
     model, processor = toy_vlm
     first, second = (evaluate_multimodal(model, processor, ["toyqa_short"], toyqa_dir, limit=2) for _ in range(2))
-    assert first == second and {s.n_samples for s in first} == {2}
+    assert first == second and {s.n_samples for s in first.scores} == {2} and len(first.items) == 2 * 2
 
 
 def test_text_only_model_cannot_take_an_image_suite(toy_vlm, toyqa_dir):
@@ -212,7 +224,16 @@ def test_the_image_qa_suites_report_every_question_type(tmp_path_factory):
 
     n = len(QUESTION_TYPES)
     root = build_imageqa(tmp_path_factory.mktemp("imageqa_cache"), train=n, calibration=n, test=n)
-    scores = evaluate_multimodal(*_tiny_toy_vlm(vocabulary()), [IMAGEQA_TAG], tasks_dir(root), limit=n)
+    evaluation = evaluate_multimodal(*_tiny_toy_vlm(vocabulary()), [IMAGEQA_TAG], tasks_dir(root), limit=n)
+    scores = evaluation.scores
     assert {(s.suite, s.metric) for s in scores} == {(suite, key) for suite in (MC_TASK, SHORT_TASK) for key in metric_keys()}
     assert {f"acc_{name}" for name in QUESTION_TYPES} < set(metric_keys())
     assert all(0.0 <= s.value <= 1.0 and s.n_samples == n for s in scores)
+    # each item has `acc` and the `acc_<qtype>` of its own question type: one item per type here
+    for suite in (MC_TASK, SHORT_TASK):
+        per_item = {}
+        for item in evaluation.items:
+            if item.suite == suite:
+                per_item.setdefault(item.item, []).append(item.metric)
+        assert sorted(per_item) == [str(index) for index in range(n)] and all(metrics[0] == "acc" and len(metrics) == 2 for metrics in per_item.values())
+        assert sorted(metric for metrics in per_item.values() for metric in metrics[1:]) == sorted(f"acc_{name}" for name in QUESTION_TYPES)

@@ -62,6 +62,14 @@ def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
     assert query(database, "SELECT count(*) FROM runs WHERE target_drop_ratio IS NOT NULL OR layers_dropped IS NOT NULL") == [(0,)]
     primary = sorted(query(database, "SELECT DISTINCT suite, metric FROM results WHERE is_primary"))
     assert primary == [("jargon_cloze", "acc"), ("jargon_mc", "acc"), ("jargon_ppl", "word_perplexity")]
+    # each item's scores are recorded, and each result is what its items aggregate to (acc: their mean;
+    # word perplexity: exp(-Σ log-likelihood / Σ words))
+    means = query(database, "SELECT r.value, avg(i.value), count(*), any_value(r.n_samples) FROM results r "
+                            "JOIN item_scores i USING (run_id, suite, metric) WHERE r.metric = 'acc' GROUP BY r.run_id, r.suite, r.value")
+    assert len(means) == 4 * 2 and all(value == pytest.approx(mean) and count == n == 4 for value, mean, count, n in means)
+    weighted = query(database, "SELECT r.value, exp(-sum(i.value) / sum(i.weight)) FROM results r JOIN item_scores i "
+                               "USING (run_id, suite, metric) WHERE r.metric = 'word_perplexity' GROUP BY r.run_id, r.value")
+    assert len(weighted) == 4 and all(value == pytest.approx(perplexity) for value, perplexity in weighted)
     (n_layers,) = query(database, "SELECT count(*) FROM allocations a JOIN runs r USING (run_id) WHERE r.method = 'wanda'")[0]
     assert n_layers == 30 * 7
     assert "wanda 50%" in first.stdout and "magnitude 50%" in first.stdout

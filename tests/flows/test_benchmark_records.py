@@ -1,5 +1,5 @@
 """What `run_bundle` records for a run, from hand-made stage results: each removal in its own column,
-the method's identity and parameters, and which result of each suite is primary."""
+the method's identity and parameters, which result of each suite is primary, and every item's scores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from evals.harness import SuiteScore
+from evals.harness import SampleScore, SuiteScore
 from flows.benchmark import run_bundle
 from flows.config import ExperimentConfig, spec_hash
 from tasks.artifacts import CheckpointRef, DroppedCheckpoint, EvalScores, ModelCheckpoint, PrunedCheckpoint, StageUsage
@@ -22,7 +22,9 @@ DROPPED = DroppedCheckpoint(ref=REF, n_layers=8, drop=[3, 5], finetune=[], ancho
 SCORES = EvalScores(usage=USAGE, scores=[
     SuiteScore(suite="jargon_ppl", metric=metric, value=2.0, stderr=None, higher_is_better=False)
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte")
-] + [SuiteScore(suite="jargon_mc", metric=metric, value=0.5, stderr=0.1, higher_is_better=True) for metric in ("acc", "acc_norm")])  # fmt: skip
+] + [SuiteScore(suite="jargon_mc", metric=metric, value=0.5, stderr=0.1, higher_is_better=True) for metric in ("acc", "acc_norm")],
+items=[SampleScore(suite="jargon_ppl", item="0", metric="word_perplexity", value=-120.5, weight=30.0)]
+    + [SampleScore(suite="jargon_mc", item=item, metric="acc", value=float(item == "1")) for item in ("0", "1")])  # fmt: skip
 STARTED = datetime(2025, 3, 1, tzinfo=timezone.utc)
 
 
@@ -77,3 +79,12 @@ def test_choosing_primary_metrics_leaves_the_config_hash_alone(bundles):
     # and it is the hash earlier versions recorded, so `compare` finds the runs from before
     assert again.run.config_hash == spec_hash(study.model, study.methods[1], study.calibration, study.eval)
     assert {(row.suite, row.metric) for row in again.results if row.is_primary} == {("jargon_ppl", "word_perplexity"), ("jargon_mc", "acc")}
+
+
+def test_every_item_score_is_recorded_under_the_run(bundles):
+    for bundle in bundles.values():
+        assert [(row.run_id, row.suite, row.item, row.metric, row.value, row.weight) for row in bundle.items] == [
+            (bundle.run.run_id, "jargon_ppl", "0", "word_perplexity", -120.5, 30.0),
+            (bundle.run.run_id, "jargon_mc", "0", "acc", 0.0, None),
+            (bundle.run.run_id, "jargon_mc", "1", "acc", 1.0, None),
+        ]

@@ -49,6 +49,10 @@ def test_vlm_runs_record_overall_and_per_type_accuracy(vlm_run):
     for suite in ("imageqa_mc", "imageqa_short"):
         assert (suite, "acc") in metrics
         assert any(m.startswith("acc_") for s, m in metrics if s == suite)
+    # lmms-eval's per-item scores are recorded: every image-QA result is the mean of its items
+    means = query(vlm_run, "SELECT r.value, avg(i.value), count(*) FROM results r JOIN item_scores i USING (run_id, suite, metric) "
+                           "WHERE r.metric = 'acc' GROUP BY r.run_id, r.suite, r.value")
+    assert len(means) == 4 * 2 and all(value == pytest.approx(mean) and count == 6 for value, mean, count in means)
 
 
 def test_allocations_share_one_budget_over_vision_and_language_blocks(vlm_run):

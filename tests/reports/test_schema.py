@@ -10,12 +10,13 @@ import pytest
 from pruning.errors import StoreError
 from reports import schema
 from pruning.specs import WandaSpec, method_identity
-from reports.records import AllocationRow, RedundancyRow, ResultRow, RunRecord, StageRecord
+from reports.records import AllocationRow, ItemScore, RedundancyRow, ResultRow, RunRecord, StageRecord
 from reports.store import ResultStore
 
 TABLES = {
     "runs": RunRecord,
     "results": ResultRow,
+    "item_scores": ItemScore,
     "stages": StageRecord,
     "allocations": AllocationRow,
     "redundancy": RedundancyRow,
@@ -23,6 +24,7 @@ TABLES = {
 PRIMARY_KEYS = {
     "runs": ["run_id"],
     "results": ["run_id", "suite", "metric"],
+    "item_scores": ["run_id", "suite", "metric", "item"],
     "stages": ["run_id", "stage"],
     "allocations": ["run_id", "modality", "block", "layer"],
     "redundancy": ["run_id", "method", "kind", "i", "j"],
@@ -49,7 +51,7 @@ def add_notes_column(connection) -> None:  # a plausible v2: a new column with a
 
 
 def test_version_constant_counts_the_migrations():
-    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 5
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 6
 
 
 def test_tables_have_the_record_fields_in_order(connection):
@@ -73,7 +75,7 @@ def test_migrate_creates_then_is_a_no_op(connection):
     assert schema.current_version(connection) == 0
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
-    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,)]
+    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,)]
 
 
 def test_older_database_is_migrated_with_rows_intact(connection):
@@ -162,6 +164,9 @@ V4_RESULTS = [
 ]  # fmt: skip
 
 
+V3_TABLES = [table for table in TABLES if table != "item_scores"]  # the tables of versions 3 to 5
+
+
 def v4_history(path, version: int) -> dict[str, list[tuple]]:
     """A file as `version` (3 or 4) of prunebench wrote it, with V4_RUNS, their results, a layer-drop
     allocation and a pruned layer's; returns every table's rows."""
@@ -186,7 +191,7 @@ def v4_history(path, version: int) -> dict[str, list[tuple]]:
         connection.execute("INSERT INTO allocations VALUES ('wanda', 'language', 0, 'mlp.up_proj', 4096, 0.5, 0.49, NULL)")
         connection.execute("INSERT INTO stages VALUES ('wanda', 'prune', 1.5, 0.8, NULL, false)")
         connection.execute("COMMIT")
-        return {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in TABLES}
+        return {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in V3_TABLES}
 
 
 KEPT = ("run_id", "flow_run_id", "experiment", "config_hash", "model", "model_source", "method", "method_label",
@@ -255,6 +260,39 @@ def test_a_run_whose_method_params_are_not_json_stops_the_migration_and_leaves_t
         connection.execute("ROLLBACK")
         assert schema.current_version(connection) == 4
         assert "target_sparsity" in [column for (column, *_) in connection.execute("DESCRIBE runs").fetchall()]
+
+
+def test_a_v5_database_gains_an_empty_item_scores_table_and_loses_nothing(tmp_path):
+    path = tmp_path / "v5.duckdb"
+    v4_history(path, 4)
+    with duckdb.connect(str(path)) as connection:
+        schema.migrate(connection, schema.MIGRATIONS[:5])
+        before = {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in V3_TABLES}
+        connection.execute("BEGIN")
+        assert [version for version, _ in schema.pending_migrations(connection)] == [6]
+        assert schema.migrate(connection) == 6
+        connection.execute("COMMIT")
+        assert {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in V3_TABLES} == before
+        assert connection.execute("SELECT count(*) FROM item_scores").fetchone() == (0,)  # older runs have no items
+        connection.execute("INSERT INTO item_scores VALUES ('wanda', 'jargon_ppl', '0', 'word_perplexity', -120.5, 30)")
+        connection.execute("INSERT INTO item_scores VALUES ('wanda', 'jargon_mc', '0', 'acc', 1, NULL)")
+        with pytest.raises(duckdb.ConstraintException):  # the key: one value per (run, suite, metric, item)
+            connection.execute("INSERT INTO item_scores VALUES ('wanda', 'jargon_mc', '0', 'acc', 0, NULL)")
+    assert [(row.run_id, row.metric, row.weight) for row in ResultStore(path).items("wanda")] == [
+        ("wanda", "acc", None), ("wanda", "word_perplexity", 30.0)
+    ]  # fmt: skip
+    assert ResultStore(path).items("dense") == []
+
+
+def test_a_v1_database_reaches_the_current_version_with_its_result(connection):
+    v1_with_one_result(connection)
+    connection.execute("BEGIN")
+    assert schema.migrate(connection) == schema.SCHEMA_VERSION
+    connection.execute("COMMIT")
+    assert connection.execute("SELECT * EXCLUDE (is_primary) FROM results").fetchall() == [
+        ("run-1", "jargon_ppl", "word_perplexity", 18.31, None, False, 64)
+    ]
+    assert connection.execute("SELECT count(*) FROM item_scores").fetchone() == (0,)
 
 
 PROVENANCE = ("git_commit", "package_versions", "config_hash", "seed", "host", "device", "started_at", "finished_at")

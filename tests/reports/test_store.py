@@ -16,7 +16,7 @@ import pytest
 
 from pruning.errors import StoreError
 from reports import schema, store as store_module
-from reports.records import AllocationRow, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
+from reports.records import AllocationRow, ItemScore, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from reports.store import ResultStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -37,6 +37,10 @@ def bundle(run_id: str = "run-1", ppl: float = 18.31, acc: float = 0.5, target: 
             ResultRow(run_id=run_id, suite="jargon_mc", metric="acc", value=acc, stderr=0.02, higher_is_better=True,
                       n_samples=50),
         ],
+        items=[
+            ItemScore(run_id=run_id, suite="jargon_ppl", item=str(item), metric="word_perplexity", value=-120.5 - item, weight=30.0 + item)
+            for item in range(3)
+        ] + [ItemScore(run_id=run_id, suite="jargon_mc", item=str(item), metric="acc", value=float(item % 2)) for item in range(4)],
         stages=[StageRecord(run_id=run_id, stage="prune", wall_s=1.5, peak_rss_gb=0.8)],
         allocations=[
             AllocationRow(run_id=run_id, modality="language", block=block, layer=layer, n_params=100,
@@ -51,7 +55,7 @@ def bundle(run_id: str = "run-1", ppl: float = 18.31, acc: float = 0.5, target: 
 
 
 def counts(store: ResultStore) -> dict[str, int]:
-    tables = ("runs", "results", "stages", "allocations", "redundancy")
+    tables = ("runs", "results", "item_scores", "stages", "allocations", "redundancy")
     return {table: store.query(f"SELECT count(*) AS n FROM {table}")[0]["n"] for table in tables}
 
 
@@ -69,6 +73,8 @@ def test_a_recorded_bundle_reads_back_equal(store):
     store.record(original)
     read = store.bundle("run-1")
     assert read.run == original.run and read.stages == original.stages and read.allocations == original.allocations
+    in_item_order = sorted(original.items, key=lambda row: (row.suite, row.metric, row.item))
+    assert read.items == store.items("run-1") == in_item_order
     in_key_order = sorted(original.redundancy, key=lambda row: (row.method, row.kind, row.i, row.j))
     assert read.redundancy == store.redundancy("run-1") == in_key_order
     assert sorted_results(store, "run-1") == sorted(original.results, key=lambda row: (row.suite, row.metric))
@@ -81,7 +87,7 @@ def test_recording_twice_adds_no_rows(store):
     store.record(bundle())
     once = counts(store)
     store.record(bundle())
-    assert counts(store) == once == {"runs": 1, "results": 2, "stages": 1, "allocations": 6, "redundancy": 12}
+    assert counts(store) == once == {"runs": 1, "results": 2, "item_scores": 7, "stages": 1, "allocations": 6, "redundancy": 12}
 
 
 def test_rerecording_a_run_replaces_its_rows(store):
@@ -132,7 +138,7 @@ def test_duplicate_keys_in_one_bundle_are_refused_whole(store):
     twice = bundle()
     with pytest.raises(StoreError, match="(?i)duplicate key"):
         store.record(twice.model_copy(update={"results": twice.results * 2}))
-    assert counts(store) == {"runs": 0, "results": 0, "stages": 0, "allocations": 0, "redundancy": 0}
+    assert counts(store) == {"runs": 0, "results": 0, "item_scores": 0, "stages": 0, "allocations": 0, "redundancy": 0}
 
 
 def test_rows_of_another_run_are_refused_before_opening(store):
@@ -143,7 +149,7 @@ def test_rows_of_another_run_are_refused_before_opening(store):
 
 
 def test_reading_a_missing_database_is_empty_and_creates_nothing(store):
-    assert store.runs() == [] and store.results() == [] and store.allocations("x") == []
+    assert store.runs() == [] and store.results() == [] and store.allocations("x") == [] and store.items("x") == []
     assert store.query("SELECT count(*) AS n FROM runs") == [{"n": 0}]
     assert not store.path.exists() and not store.path.parent.exists()
 
@@ -157,6 +163,25 @@ def test_read_helpers_filter(store):
     assert store.query("SELECT run_id FROM results WHERE value > $v ORDER BY run_id", {"v": 1.0}) == [
         {"run_id": "run-1"}, {"run_id": "run-2"}
     ]  # fmt: skip
+
+
+def test_items_of_one_run_and_suite(store):
+    store.record(bundle("run-1"))
+    store.record(bundle("run-2"))
+    assert [(row.item, row.value) for row in store.items("run-2", suite="jargon_mc")] == [("0", 0.0), ("1", 1.0), ("2", 0.0), ("3", 1.0)]
+    assert {row.run_id for row in store.items("run-2")} == {"run-2"} and len(store.items("run-2")) == 7
+    store.record(bundle("run-1").model_copy(update={"items": []}))  # re-recorded without items: none left behind
+    assert store.items("run-1") == [] and len(store.items("run-2")) == 7
+
+
+def test_ten_thousand_items_round_trip(store):
+    """A large evaluation's items go in as one statement (`_insert`: columns as lists, unnested)."""
+    items = [
+        ItemScore(run_id="run-1", suite=f"suite_{index % 4}", item=str(index // 4), metric="acc", value=float(index % 3 == 0))
+        for index in range(10_000)
+    ]
+    store.record(bundle("run-1").model_copy(update={"items": items}))
+    assert store.items("run-1") == sorted(items, key=lambda row: (row.suite, row.metric, row.item))
 
 
 def test_an_older_database_is_migrated_on_open_with_rows_intact(store, monkeypatch):
@@ -346,6 +371,7 @@ def test_two_processes_writing_at_once_lose_no_rows(store):
     assert counts(store) == {
         "runs": 2 * runs_each,
         "results": 2 * runs_each * len(one.results),
+        "item_scores": 2 * runs_each * len(one.items),
         "stages": 2 * runs_each * len(one.stages),
         "allocations": 2 * runs_each * len(one.allocations),
         "redundancy": 2 * runs_each * len(one.redundancy),
