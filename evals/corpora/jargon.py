@@ -11,7 +11,6 @@ state directory (no root, no system change) with the .deb unpacked in pure Pytho
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import re
@@ -19,11 +18,11 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from evals.corpora.splits import Document, split_documents
 from pruning.errors import SuiteError
 from pruning.files import atomic_path
 
@@ -34,27 +33,10 @@ DEB_PACKAGE = "jargon-text"
 DEB_MEMBER = "usr/share/doc/jargon-text/jargon.txt.gz"
 APT_TIMEOUT_S = 300
 
-# Split shares, in hash order; evaluation (test) and calibration never share a document.
-SPLIT_SHARES: tuple[tuple[str, float], ...] = (("calibration", 0.4), ("train", 0.2), ("test", 0.4))
-# A paragraph found in several splits stays only in the first of these (evaluation text is kept whole).
-DEDUPE_PRIORITY: tuple[str, ...] = ("test", "calibration", "train")
-
 HOW_TO_PROVIDE = (
     f"install Debian's {DEB_PACKAGE} package (apt-get install {DEB_PACKAGE}), or set {ENV_PATH} to a copy of "
     f"jargon.txt.gz (Jargon File 4.4.7, public domain), or place that file at <cache>/corpora/{CACHE_NAME}"
 )
-
-
-@dataclass(frozen=True)
-class Document:
-    """One glossary entry or one chapter/appendix section: a title line and reflowed paragraphs."""
-
-    title: str
-    paragraphs: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        return "\n\n".join((self.title, *self.paragraphs))
 
 
 # ---------------------------------------------------------------------------- locating the file
@@ -237,44 +219,6 @@ def parse_jargon(raw: str) -> list[Document]:
             paragraphs.append(paragraph)
     close()
     return documents
-
-
-# ---------------------------------------------------------------------------- splitting (pure)
-
-
-def split_of(title: str, shares: Sequence[tuple[str, float]] = SPLIT_SHARES) -> str:
-    """The split a document belongs to, from a stable hash of its title (same on every machine)."""
-    unit = int.from_bytes(hashlib.sha256(title.encode("utf-8")).digest()[:8], "big") / 2**64
-    edge = 0.0
-    for name, share in shares:
-        edge += share
-        if unit < edge:
-            return name
-    return shares[-1][0]
-
-
-def split_documents(
-    documents: Sequence[Document],
-    shares: Sequence[tuple[str, float]] = SPLIT_SHARES,
-    priority: Sequence[str] = DEDUPE_PRIORITY,
-) -> dict[str, list[Document]]:
-    """Documents by split; a paragraph present in several splits is kept only in the first by `priority`."""
-    by_split: dict[str, list[Document]] = {name: [] for name, _ in shares}
-    for document in documents:
-        by_split[split_of(document.title, shares)].append(document)
-    claimed: dict[str, str] = {}  # paragraph -> split that keeps it
-    for name in priority:
-        for document in by_split[name]:
-            for paragraph in document.paragraphs:
-                claimed.setdefault(paragraph, name)
-    return {
-        name: [
-            Document(document.title, kept)
-            for document in docs
-            if (kept := tuple(p for p in document.paragraphs if claimed[p] == name))
-        ]
-        for name, docs in by_split.items()
-    }
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -48,13 +48,16 @@ def build_suites(names: Iterable[str], out_dir: Path, cache_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     documents_of: dict[str, list[str]] = {}
+
+    def test_split(corpus: str) -> list[str]:
+        if corpus not in documents_of:
+            documents_of[corpus] = corpus_documents(corpus, "test", Path(cache_dir))
+        return documents_of[corpus]
+
     for name in expand_suites(names):
         suite = SUITES.get(name)
-        if suite is None:
-            continue
-        if suite.corpus not in documents_of:
-            documents_of[suite.corpus] = corpus_documents(suite.corpus, "test", Path(cache_dir))
-        write_suite(suite, documents_of[suite.corpus], out_dir, Path(cache_dir) / "datasets")
+        if suite is not None:
+            write_suite(suite, [test_split(corpus) for corpus in suite.corpora], out_dir, Path(cache_dir) / "datasets")
     return out_dir
 
 

@@ -1,4 +1,4 @@
-"""Offline text suites from the test split of a local corpus, written as lm-eval task files.
+"""Offline text suites from the test splits of local corpora, written as lm-eval task files.
 
 Three suites, each modelled on a standard lm-eval task so its metrics mean the same thing:
 - `jargon_ppl`   (like wikitext): held-out documents, `loglikelihood_rolling`, word/byte perplexity
@@ -8,9 +8,11 @@ Three suites, each modelled on a standard lm-eval task so its metrics mean the s
 - `jargon_mc`    (like hellaswag): a sentence and the start of the next, its true ending among 4
   endings of other sentences, `multiple_choice`, acc and acc_norm.
 
-Item builders are pure and seeded (same documents + seed -> same items on every machine). Default
-sizes keep one model's evaluation near 33k tokens (~90 s on two CPU cores at batch size 8) while
-separating pruning methods; raise them on a GPU.
+Item builders are pure and seeded (same documents + seed -> same items on every machine). A suite
+reads its corpora in order, the next only for the items the previous could not give (the Jargon
+File's test split has ~380 cloze passages; the docstrings corpus gives the rest), and writes its
+items in a seeded random order: lm-eval's `limit` takes the first N, so a limited run scores a
+uniform random subset. Items of one document are correlated (neighbouring sentences of one entry).
 """
 
 from __future__ import annotations
@@ -20,24 +22,28 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import yaml
 
 from pruning.errors import SuiteError
 from pruning.files import write_text_atomic
 
+T = TypeVar("T")
+
 TEXT_TAG = "prunebench_text"
 DEFAULT_SEED = 1234
 
-# Token budget of the defaults (SmolLM2 tokenizer, ~1.4 tokens per word): ppl ~9k, cloze ~6.5k,
-# mc ~17k (every item scores 4 context+ending pairs); ~90 s for all three on two CPU cores.
+# Sizes: 1,000 items give a binomial stderr of at most 0.016 (0.05 at the former 100 and 80 items),
+# enough to tell pruning methods a few points apart. Token budget (SmolLM2 tokenizer): ppl ~9k,
+# cloze ~65k, mc ~210k (every item scores 4 context+ending pairs); the default config evaluates
+# the first 100 of each (eval.limit), the benchmark configs all of them.
 PPL_DOCUMENTS = 48
 PPL_MIN_WORDS = 80  # shorter entries are mostly a definition line: little context to score
 PPL_MAX_WORDS = 240
-CLOZE_ITEMS = 100
+CLOZE_ITEMS = 1000
 CLOZE_MAX_CONTEXT_WORDS = 64
-MC_ITEMS = 80
+MC_ITEMS = 1000
 MC_CHOICES = 4
 MC_SENTENCE_WORDS = (10, 40)  # words in the sentence whose ending is asked for
 MC_PREVIOUS_MAX_WORDS = 40  # the sentence before it joins the context when no longer than this
@@ -130,38 +136,57 @@ def _cloze_target(sentence: str) -> str | None:
     return None
 
 
+def _in_rounds(groups: Sequence[Sequence[T]], rng: random.Random) -> Iterator[tuple[int, T]]:
+    """Every (group index, candidate), one per group in each round: groups in a seeded order, each
+    group's candidates in a seeded order. The first n spread over as many documents as they can."""
+    order = [index for index in rng.sample(range(len(groups)), len(groups)) if groups[index]]
+    shuffled = {index: rng.sample(list(groups[index]), len(groups[index])) for index in order}
+    for round_index in range(max((len(candidates) for candidates in shuffled.values()), default=0)):
+        for index in order:
+            if round_index < len(shuffled[index]):
+                yield index, shuffled[index][round_index]
+
+
+def cloze_passages(document: str, max_context_words: int = CLOZE_MAX_CONTEXT_WORDS) -> list[dict[str, Any]]:
+    """Every LAMBADA-style item of one document: a passage ending in a sentence whose final word is
+    removed. As in LAMBADA, the word must be inferable from the wider passage: it occurs earlier in
+    the context, so a model that reads the context can get it and one that lost it cannot."""
+    title = title_of(document)
+    units = [(p, s) for p, paragraph in enumerate(body_paragraphs(document)) for s in split_sentences(paragraph)]
+    passages = []
+    for end, (_, sentence) in enumerate(units):
+        target = _cloze_target(sentence)
+        if target is None:
+            continue
+        start = end
+        while start > 0 and sum(_n_words(s) for _, s in units[start - 1 : end + 1]) <= max_context_words:
+            start -= 1
+        passage = _join_units(units[start : end + 1])
+        context = passage[: passage.rstrip(_TRAILING).rfind(target)].rstrip()
+        if _n_words(passage) > max_context_words or _n_words(context) < 12 or context.endswith(target):
+            continue
+        if re.search(rf"\b{re.escape(target)}\b", context, flags=re.IGNORECASE):
+            passages.append({"title": title, "context": context, "target": target})
+    return passages
+
+
 def cloze_items(
     documents: Sequence[str],
     n_items: int = CLOZE_ITEMS,
     max_context_words: int = CLOZE_MAX_CONTEXT_WORDS,
     seed: int = DEFAULT_SEED,
 ) -> list[dict[str, Any]]:
-    """LAMBADA-style items, at most one per document: a passage ending in a sentence whose final word
-    is removed. As in LAMBADA, the word must be inferable from the wider passage: it occurs earlier
-    in the context, so a model that reads the context can get it and one that lost it cannot."""
+    """Up to `n_items` cloze items (`cloze_passages`), in rounds of one per document: a document
+    gives a second passage only once every document has given its first. No two items are the same."""
     rng = random.Random(seed)
     items: list[dict[str, Any]] = []
-    for document in rng.sample(list(documents), len(documents)):
-        title = title_of(document)
-        units = [(p, s) for p, paragraph in enumerate(body_paragraphs(document)) for s in split_sentences(paragraph)]
-        candidates = []
-        for end, (_, sentence) in enumerate(units):
-            target = _cloze_target(sentence)
-            if target is None:
-                continue
-            start = end
-            while start > 0 and sum(_n_words(s) for _, s in units[start - 1 : end + 1]) <= max_context_words:
-                start -= 1
-            passage = _join_units(units[start : end + 1])
-            context = passage[: passage.rstrip(_TRAILING).rfind(target)].rstrip()
-            if _n_words(passage) > max_context_words or _n_words(context) < 12 or context.endswith(target):
-                continue
-            if re.search(rf"\b{re.escape(target)}\b", context, flags=re.IGNORECASE):
-                candidates.append({"title": title, "context": context, "target": target})
-        if candidates:
-            items.append(rng.choice(candidates))
-            if len(items) == n_items:
-                break
+    seen: set[tuple[str, str]] = set()
+    for _, item in _in_rounds([cloze_passages(document, max_context_words) for document in documents], rng):
+        if len(items) == n_items:
+            break
+        if (item["context"], item["target"]) not in seen:
+            seen.add((item["context"], item["target"]))
+            items.append(item)
     return items
 
 
@@ -199,9 +224,10 @@ def choice_items(
     max_previous_words: int = MC_PREVIOUS_MAX_WORDS,
     seed: int = DEFAULT_SEED,
 ) -> list[dict[str, Any]]:
-    """HellaSwag-style items, at most one per document: the entry's title, the previous sentence and
-    the first half of a sentence; the choices are its true second half and the second halves of
-    sentences of other documents with about the same length in characters.
+    """HellaSwag-style items: the entry's title, the previous sentence and the first half of a
+    sentence; the choices are its true second half and the second halves of sentences of other
+    documents with about the same length in characters. Sentences are taken in rounds of one per
+    document (as `cloze_items`); no two items are the same.
 
     Ending a sentence (as HellaSwag's ctx_b does) rather than picking the next whole sentence: the
     SmolLM2-135M scored 38% on whole next sentences (60 items: barely above chance) and 66% on
@@ -219,29 +245,30 @@ def choice_items(
             if _is_choice_sentence(sentence) and (ending := _halves(sentence)[1])
         }
     )
+    positions_by_doc = [
+        [(p, index) for p, sentences in enumerate(paragraphs) for index, sentence in enumerate(sentences) if _is_choice_sentence(sentence)]
+        for paragraphs in sentences_by_doc
+    ]
     items: list[dict[str, Any]] = []
-    for doc_index in rng.sample(range(len(documents)), len(documents)):
-        positions = [
-            (sentences, index)
-            for sentences in sentences_by_doc[doc_index]
-            for index, sentence in enumerate(sentences)
-            if _is_choice_sentence(sentence)
-        ]
-        if not positions:
-            continue
-        sentences, index = rng.choice(positions)
+    seen: set[tuple[str, str]] = set()
+    for doc_index, (paragraph, index) in _in_rounds(positions_by_doc, rng):
+        if len(items) == n_items:
+            break
+        sentences = sentences_by_doc[doc_index][paragraph]
         start, ending = _halves(sentences[index])
+        previous = sentences[index - 1] if index and _n_words(sentences[index - 1]) <= max_previous_words else ""
+        title = title_of(documents[doc_index])
+        context = f"{title}\n{previous} {start}".replace("\n ", "\n")
+        if (context, ending) in seen:
+            continue
         distractors = _distractors(pool, ending, doc_index, n_choices - 1, rng)
         if len(distractors) < n_choices - 1:
             continue
-        previous = sentences[index - 1] if index and _n_words(sentences[index - 1]) <= max_previous_words else ""
+        seen.add((context, ending))
         label = rng.randrange(n_choices)
         choices = [*distractors]
         choices.insert(label, ending)
-        context = f"{title_of(documents[doc_index])}\n{previous} {start}".replace("\n ", "\n")
-        items.append({"context": context, "choices": choices, "label": label})
-        if len(items) == n_items:
-            break
+        items.append({"title": title, "context": context, "choices": choices, "label": label})
     return items
 
 
@@ -331,26 +358,40 @@ def choice_task(name: str, data_file: Path, datasets_cache: Path) -> dict[str, A
 
 @dataclass(frozen=True)
 class TextSuite:
-    """A local suite: which corpus split it reads, how items are drawn, and its lm-eval task config."""
+    """A local suite: the corpora whose test splits it reads (in order of preference), how items are
+    drawn, how many, and its lm-eval task config."""
 
     name: str
-    corpus: str
-    make_items: Callable[[Sequence[str]], list[dict[str, Any]]]
+    corpora: tuple[str, ...]
+    make_items: Callable[[Sequence[str], int], list[dict[str, Any]]]  # (documents, at most n) -> items
     task_config: Callable[[str, Path, Path], dict[str, Any]]
+    size: int
 
 
 TEXT_SUITES: tuple[TextSuite, ...] = (
-    TextSuite("jargon_ppl", "jargon", perplexity_items, perplexity_task),
-    TextSuite("jargon_cloze", "jargon", cloze_items, cloze_task),
-    TextSuite("jargon_mc", "jargon", choice_items, choice_task),
+    TextSuite("jargon_ppl", ("jargon",), perplexity_items, perplexity_task, PPL_DOCUMENTS),
+    TextSuite("jargon_cloze", ("jargon", "docstrings"), cloze_items, cloze_task, CLOZE_ITEMS),
+    TextSuite("jargon_mc", ("jargon", "docstrings"), choice_items, choice_task, MC_ITEMS),
 )
 
 
-def write_suite(suite: TextSuite, documents: Sequence[str], out_dir: Path, datasets_cache: Path) -> Path:
+def suite_items(suite: TextSuite, documents_by_corpus: Sequence[Sequence[str]], seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
+    """The suite's items: from its first corpus, then from the next for what is missing, each marked
+    with its corpus; in a seeded random order, so the first N (lm-eval's `limit`) are a fair subset."""
+    items: list[dict[str, Any]] = []
+    for corpus, documents in zip(suite.corpora, documents_by_corpus, strict=True):
+        if len(items) == suite.size:
+            break
+        items += [{**item, "corpus": corpus} for item in suite.make_items(documents, suite.size - len(items))]
+    random.Random(f"{seed}:{suite.name}:order").shuffle(items)
+    return items
+
+
+def write_suite(suite: TextSuite, documents_by_corpus: Sequence[Sequence[str]], out_dir: Path, datasets_cache: Path) -> Path:
     """`<name>.jsonl` and `<name>.yaml` in `out_dir` (each written whole, then renamed); returns the YAML."""
-    items = suite.make_items(documents)
+    items = suite_items(suite, documents_by_corpus)
     if not items:
-        raise SuiteError(f"suite {suite.name}: the {suite.corpus} test split gave no items")
+        raise SuiteError(f"suite {suite.name}: the test splits of {', '.join(suite.corpora)} gave no items")
     out_dir.mkdir(parents=True, exist_ok=True)
     data_file = out_dir / f"{suite.name}.jsonl"
     write_text_atomic(data_file, "".join(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n" for item in items))
@@ -358,4 +399,3 @@ def write_suite(suite: TextSuite, documents: Sequence[str], out_dir: Path, datas
     config_file = out_dir / f"{suite.name}.yaml"
     write_text_atomic(config_file, yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000))
     return config_file
-

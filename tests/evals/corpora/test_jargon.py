@@ -13,16 +13,8 @@ import pytest
 
 from evals.corpora import SPLITS, corpus_documents
 from evals.corpora import jargon
-from evals.corpora.jargon import (
-    Document,
-    ar_members,
-    deb_member,
-    locate_jargon,
-    parse_jargon,
-    read_text,
-    split_documents,
-    split_of,
-)
+from evals.corpora.jargon import ar_members, deb_member, locate_jargon, parse_jargon, read_text
+from evals.corpora.splits import SPLIT_SHARES, Document, split_documents
 from pruning.errors import SuiteError
 
 # Every construct of the real file: centred titles, a table of contents, a chapter heading at
@@ -88,28 +80,6 @@ EXPECTED = [
 
 def test_cleaning_a_hand_made_snippet():
     assert parse_jargon(SNIPPET) == EXPECTED
-
-
-def test_document_text_is_title_then_paragraphs():
-    document = Document("kluge: n.", ("First.", "Second."))
-    assert document.text == "kluge: n.\n\nFirst.\n\nSecond."
-
-
-def test_split_of_is_a_stable_hash_of_the_title():
-    # sha256 of the title: the same on every machine and Python (no PYTHONHASHSEED dependence)
-    assert [split_of(t) for t in ("kluge: n.", "hack: n.", "entry 0")] == ["test", "calibration", "train"]
-
-
-def test_a_paragraph_in_several_splits_stays_only_in_test():
-    titles = {}
-    for index in range(200):
-        titles.setdefault(split_of(f"entry {index}"), f"entry {index}")
-    shared = "A paragraph that two entries repeat word for word."
-    documents = [Document(titles[name], (shared, f"Own text of {name}.")) for name in SPLITS]
-    splits = split_documents(documents)
-    assert [p for d in splits["test"] for p in d.paragraphs] == [shared, "Own text of test."]
-    assert [p for d in splits["calibration"] for p in d.paragraphs] == ["Own text of calibration."]
-    assert [p for d in splits["train"] for p in d.paragraphs] == ["Own text of train."]
 
 
 # ---------------------------------------------------------------------------- .deb extraction
@@ -220,7 +190,7 @@ def test_real_corpus_split_shares_and_cleanliness(splits):
     words = {split: sum(len(text.split()) for text in docs) for split, docs in splits.items()}
     total = sum(words.values())
     assert total > 200_000
-    for split, share in jargon.SPLIT_SHARES:
+    for split, share in SPLIT_SHARES:
         assert words[split] / total == pytest.approx(share, abs=0.06)
     for docs in splits.values():
         for text in docs:

@@ -14,7 +14,17 @@ import pytest
 from PIL import Image
 
 from evals.imageqa import build_imageqa, read_manifest, split_path, tasks_dir
-from evals.imageqa.generator import SPLITS, balanced_answers, partition_digits, type_counts
+from evals.imageqa.generator import (
+    DEFAULT_SEED,
+    DEFAULT_TEST,
+    SPLITS,
+    PlannedRecord,
+    balanced_answers,
+    balanced_order,
+    partition_digits,
+    plan_splits,
+    type_counts,
+)
 from evals.imageqa.questions import QUESTION_TYPES
 from evals.imageqa.records import load_records
 from pruning.errors import SuiteError
@@ -102,6 +112,35 @@ def test_every_type_in_every_split_with_balanced_answers(small_build):
             answers = Counter(record.answer for record in records if record.qtype == name)
             counts = [answers[choice] for choice in qtype.choices]
             assert max(counts) - min(counts) <= 1, (split, name, answers)
+
+
+def test_balanced_order_keeps_every_prefix_balanced():
+    records = [PlannedRecord(qtype, f"{qtype}{index}", "a", None) for qtype, n in (("x", 4), ("y", 4), ("z", 3)) for index in range(n)]
+    ordered = balanced_order(records, ["x", "y", "z"], random.Random(0))
+    assert sorted(ordered, key=lambda r: r.question) == sorted(records, key=lambda r: r.question)
+    assert [r.question for r in ordered if r.qtype == "x"] == ["x0", "x1", "x2", "x3"]  # a type keeps its own order
+    assert {r.qtype for r in ordered[:3]} == {"x", "y", "z"} and {r.qtype for r in ordered[9:]} == {"x", "y"}
+    assert ordered == balanced_order(records, ["x", "y", "z"], random.Random(0))
+    assert [r.qtype for r in ordered] != [r.qtype for r in balanced_order(records, ["x", "y", "z"], random.Random(1))]
+
+
+def test_every_prefix_of_a_split_is_balanced_over_types(small_build):
+    """lmms-eval's `limit` takes the first N records: they must be a fair subset."""
+    for split in SPLITS:
+        seen: Counter = Counter()
+        for record in load_records(split_path(small_build, split)):
+            seen[record.qtype] += 1
+            assert max(seen.values()) - min(seen[name] for name in QUESTION_TYPES) <= 1
+
+
+def test_the_default_test_split_is_large_and_balanced():
+    """3,000 questions, 500 of each type (binomial stderr <= 0.009 overall, <= 0.022 per type); the
+    test split depends only on its seed and size, so it is planned here with tiny other splits."""
+    test = plan_splits(DEFAULT_SEED, 48, {"train": 6, "calibration": 6, "test": DEFAULT_TEST})["test"]
+    assert DEFAULT_TEST >= 3000 and len(test) == DEFAULT_TEST
+    assert Counter(record.qtype for record in test) == {name: DEFAULT_TEST // len(QUESTION_TYPES) for name in QUESTION_TYPES}
+    assert Counter(record.qtype for record in test[:600]) == {name: 100 for name in QUESTION_TYPES}
+    assert len({(record.question, record.image.key) for record in test}) == len(test)  # no question twice
 
 
 def test_stored_images_bear_out_their_answers(small_build, answer_check):

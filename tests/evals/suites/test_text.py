@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,14 @@ from evals.suites.text import (
     PPL_DOCUMENTS,
     PPL_MAX_WORDS,
     TEXT_TAG,
+    TextSuite,
+    _in_rounds,
     choice_items,
     cloze_items,
+    cloze_passages,
     perplexity_items,
     split_sentences,
+    suite_items,
     truncate_words,
 )
 
@@ -65,9 +71,52 @@ def test_lm_eval_indexes_the_directory(suites_dir):
 
 
 def test_default_sizes(suites_dir):
+    assert CLOZE_ITEMS >= 1000 and MC_ITEMS >= 1000  # binomial stderr <= 0.016: methods a few points apart are told apart
     assert len(items_of(suites_dir, "jargon_ppl")) == PPL_DOCUMENTS
     assert len(items_of(suites_dir, "jargon_cloze")) == CLOZE_ITEMS
     assert len(items_of(suites_dir, "jargon_mc")) == MC_ITEMS
+
+
+def test_no_item_twice_but_several_per_document(suites_dir):
+    keys = {
+        "jargon_cloze": lambda item: (item["context"], item["target"]),
+        "jargon_mc": lambda item: (item["context"], item["choices"][item["label"]]),
+    }
+    for name, key in keys.items():
+        items = items_of(suites_dir, name)
+        assert len({key(item) for item in items}) == len(items)
+        per_document = Counter((item["corpus"], item["title"]) for item in items)
+        assert max(per_document.values()) > 1  # different sentences of one entry
+        assert len(per_document) > len(items) / 2  # ... but spread over documents first
+
+
+def test_the_jargon_file_first_then_docstrings(suites_dir, cache_dir):
+    jargon = corpus_documents("jargon", "test", cache_dir)
+    cloze = Counter(item["corpus"] for item in items_of(suites_dir, "jargon_cloze"))
+    # every cloze passage the Jargon File's test split has, the docstrings the rest
+    assert cloze["jargon"] == len(cloze_items(jargon, n_items=CLOZE_ITEMS)) < CLOZE_ITEMS
+    assert cloze["docstrings"] == CLOZE_ITEMS - cloze["jargon"]
+    # the Jargon File has sentences enough for the multiple-choice suite
+    assert Counter(item["corpus"] for item in items_of(suites_dir, "jargon_mc")) == {"jargon": MC_ITEMS}
+
+
+def test_items_come_from_test_splits_only(suites_dir, cache_dir):
+    held_in = {
+        corpus: {text.split("\n\n", 1)[0] for split in ("calibration", "train") for text in corpus_documents(corpus, split, cache_dir)}
+        for corpus in ("jargon", "docstrings")
+    }
+    for name in NAMES:
+        for item in items_of(suites_dir, name):
+            assert item["title"] not in held_in[item["corpus"]]
+
+
+def test_item_order_is_a_seeded_shuffle(suites_dir):
+    """lm-eval's `limit` takes the first N: they must be a fair subset, not the first corpus's items."""
+    cloze = items_of(suites_dir, "jargon_cloze")
+    first = Counter(item["corpus"] for item in cloze[:100])
+    assert 20 <= first["jargon"] <= 60  # 38% of the suite is the Jargon File's
+    labels = Counter(item["label"] for item in items_of(suites_dir, "jargon_mc")[:100])
+    assert set(labels) == set(range(MC_CHOICES))
 
 
 def test_perplexity_documents_are_truncated_held_out_text(suites_dir, cache_dir):
@@ -116,6 +165,48 @@ def test_build_writes_only_what_is_asked(tmp_path, cache_dir):
     assert build_suites([], tmp_path / "none", cache_dir).is_dir()
 
 
+def test_in_rounds_gives_one_per_group_before_a_second():
+    groups = [["a1", "a2", "a3"], [], ["b1"], ["c1", "c2"]]
+    drawn = list(_in_rounds(groups, random.Random(0)))
+    assert sorted(drawn) == [(0, "a1"), (0, "a2"), (0, "a3"), (2, "b1"), (3, "c1"), (3, "c2")]
+    assert {index for index, _ in drawn[:3]} == {0, 2, 3}
+    assert {index for index, _ in drawn[3:5]} == {0, 3}
+    assert drawn == list(_in_rounds(groups, random.Random(0)))
+
+
+LONG_ENTRY = (
+    "kluge: n.\n\n"
+    "A kluge is a clever programming trick intended to solve a particular nasty case in an expedient way. "
+    "Hackers say that the hack works, but nobody should trust the kluge. "
+    "The word is also used of hardware, where a wire soldered on by hand to fix a bad board is a kluge.\n\n"
+    "Every hacker has written a kluge at some time, and every one of them promised to replace the kluge."
+)
+
+
+def test_a_document_gives_one_item_per_passage():
+    passages = cloze_passages(LONG_ENTRY)
+    assert [passage["target"] for passage in passages] == ["kluge"] * 3
+    assert len({passage["context"] for passage in passages}) == 3
+    other = LONG_ENTRY.replace("kluge", "hack")
+    assert len(cloze_items([LONG_ENTRY, other], n_items=10)) == 6
+    first_round = cloze_items([LONG_ENTRY, other], n_items=2)
+    assert sorted(item["target"] for item in first_round) == ["hack", "kluge"]  # one per document first
+    assert len(cloze_items([LONG_ENTRY, LONG_ENTRY], n_items=10)) == 3  # the same passage twice is one item
+
+
+def test_suite_items_fill_from_the_next_corpus_and_shuffle():
+    suite = TextSuite("toy_cloze", ("first", "second"), cloze_items, None, 3)
+    other = LONG_ENTRY.replace("kluge", "hack")
+    items = suite_items(suite, [[LONG_ENTRY], [other]])
+    assert len(items) == 3
+    assert Counter(item["corpus"] for item in items) == {"first": 3}
+    items = suite_items(suite, [[LONG_ENTRY[: LONG_ENTRY.index("The word")]], [other]])  # one passage short
+    assert Counter(item["corpus"] for item in items) == {"first": 1, "second": 2}
+    assert items == suite_items(suite, [[LONG_ENTRY[: LONG_ENTRY.index("The word")]], [other]])
+    orders = {tuple(item["context"] for item in suite_items(suite, [[LONG_ENTRY], [other]], seed=seed)) for seed in range(8)}
+    assert len(orders) > 1
+
+
 def test_item_builders_take_sizes_and_seeds(cache_dir):
     documents = corpus_documents("jargon", "test", cache_dir)
     assert len(perplexity_items(documents, n_documents=5)) == 5
@@ -123,6 +214,8 @@ def test_item_builders_take_sizes_and_seeds(cache_dir):
     assert len(choice_items(documents, n_items=9)) == 9
     assert choice_items(documents, n_items=9, seed=1) != choice_items(documents, n_items=9, seed=2)
     assert cloze_items(documents, n_items=9, seed=3) == cloze_items(documents, n_items=9, seed=3)
+    assert choice_items(documents, n_items=9, seed=3) == choice_items(documents, n_items=9, seed=3)
+    assert cloze_items(documents, n_items=9, seed=1) != cloze_items(documents, n_items=9, seed=2)
 
 
 def test_split_sentences_keeps_abbreviations_and_initials():

@@ -1,0 +1,28 @@
+"""Splitting a corpus: a stable hash of the title, a shared paragraph kept in one split only."""
+
+from __future__ import annotations
+
+from evals.corpora import SPLITS
+from evals.corpora.splits import Document, split_documents, split_of
+
+
+def test_document_text_is_title_then_paragraphs():
+    document = Document("kluge: n.", ("First.", "Second."))
+    assert document.text == "kluge: n.\n\nFirst.\n\nSecond."
+
+
+def test_split_of_is_a_stable_hash_of_the_title():
+    # sha256 of the title: the same on every machine and Python (no PYTHONHASHSEED dependence)
+    assert [split_of(t) for t in ("kluge: n.", "hack: n.", "entry 0")] == ["test", "calibration", "train"]
+
+
+def test_a_paragraph_in_several_splits_stays_only_in_test():
+    titles = {}
+    for index in range(200):
+        titles.setdefault(split_of(f"entry {index}"), f"entry {index}")
+    shared = "A paragraph that two entries repeat word for word."
+    documents = [Document(titles[name], (shared, f"Own text of {name}.")) for name in SPLITS]
+    splits = split_documents(documents)
+    assert [p for d in splits["test"] for p in d.paragraphs] == [shared, "Own text of test."]
+    assert [p for d in splits["calibration"] for p in d.paragraphs] == ["Own text of calibration."]
+    assert [p for d in splits["train"] for p in d.paragraphs] == ["Own text of train."]
