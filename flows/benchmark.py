@@ -36,7 +36,9 @@ from tasks.artifacts import (
     Artifact, BlockScoresResult, CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
     PrunedCheckpoint, SlebResult, StageUsage,
 )
+from tasks.cache import CODE
 from tasks.calibration import calibration_set
+from tasks.common import cached_tasks
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.finetune import finetuned_checkpoint
@@ -78,6 +80,7 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     The preflight runs first here too (the CLI ran it before Prefect started; a scheduled run on a
     worker comes straight here): a worker whose environment cannot evaluate fails in seconds."""
     preflight(config)
+    fix_code_digests()
     logger = get_run_logger()
     workdir = str(config.output.workdir.resolve())
     database = str(config.output.database.resolve())
@@ -117,6 +120,14 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
         return Completed(name=REGRESSED, message=f"{outcome.n_worse} result(s) worse than the previous run",
                          data=f"{markdown}\n\n{outcome.markdown}")
     return markdown
+
+
+def fix_code_digests() -> None:
+    """Read every cached stage's code once, here, before any branch starts: the whole run keys its stages
+    on the code as it was when it began (an edit during a long run cannot split it between two
+    versions), and branch threads never read source trees or package metadata side by side."""
+    for cached in cached_tasks():
+        CODE.digest(cached.fn.__module__)
 
 
 def _in_turn(branches: list[dict]) -> None:
