@@ -258,9 +258,7 @@ def method_run(
         )
         stages["finetune"] = finetuned.usage
         checkpoint = finetuned.ref
-    # which metric is primary decides how results are averaged, not what is evaluated
-    scoring = study.eval.model_copy(update={"primary_metrics": {}})
-    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, scoring, suites_dir, image_tasks)
+    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval.evaluated(), suites_dir, image_tasks)
     bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy)
     recorded_run(bundle, str(config.output.database.resolve()))
     get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
@@ -329,8 +327,7 @@ def run_bundle(
 ) -> RunBundle:
     """Everything one (model, method) run records, with provenance."""
     uses_calibration = needs_calibration(method)
-    evaluation = study.eval.model_dump(mode="json", exclude={"primary_metrics"})  # how results are read, not computed
-    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", evaluation)
+    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", study.eval.evaluated())
     flow_run_id = flow_run.get_id() or "local"
     run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{flow_run_id}/{config_hash}"))
     stages = {**(extra_stages or {}), "model": base.usage, "evaluate": scores.usage}
