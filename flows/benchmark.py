@@ -36,7 +36,9 @@ from tasks.artifacts import (
     Artifact, BlockScoresResult, CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
     PrunedCheckpoint, SlebResult, StageUsage,
 )
+from tasks.cache import CODE
 from tasks.calibration import calibration_set
+from tasks.common import cached_tasks
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.finetune import finetuned_checkpoint
@@ -78,6 +80,7 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     The preflight runs first here too (the CLI ran it before Prefect started; a scheduled run on a
     worker comes straight here): a worker whose environment cannot evaluate fails in seconds."""
     preflight(config)
+    fix_code_digests()
     logger = get_run_logger()
     workdir = str(config.output.workdir.resolve())
     database = str(config.output.database.resolve())
@@ -117,6 +120,14 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
         return Completed(name=REGRESSED, message=f"{outcome.n_worse} result(s) worse than the previous run",
                          data=f"{markdown}\n\n{outcome.markdown}")
     return markdown
+
+
+def fix_code_digests() -> None:
+    """Read every cached stage's code once, here, before any branch starts: the whole run keys its stages
+    on the code as it was when it began (an edit during a long run cannot split it between two
+    versions), and branch threads never read source trees or package metadata side by side."""
+    for cached in cached_tasks():
+        CODE.digest(cached.fn.__module__)
 
 
 def _in_turn(branches: list[dict]) -> None:
@@ -247,9 +258,7 @@ def method_run(
         )
         stages["finetune"] = finetuned.usage
         checkpoint = finetuned.ref
-    # which metric is primary decides how results are averaged, not what is evaluated
-    scoring = study.eval.model_copy(update={"primary_metrics": {}})
-    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, scoring, suites_dir, image_tasks)
+    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval.evaluated(), suites_dir, image_tasks)
     bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy)
     recorded_run(bundle, str(config.output.database.resolve()))
     get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
@@ -318,8 +327,7 @@ def run_bundle(
 ) -> RunBundle:
     """Everything one (model, method) run records, with provenance."""
     uses_calibration = needs_calibration(method)
-    evaluation = study.eval.model_dump(mode="json", exclude={"primary_metrics"})  # how results are read, not computed
-    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", evaluation)
+    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", study.eval.evaluated())
     flow_run_id = flow_run.get_id() or "local"
     run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{flow_run_id}/{config_hash}"))
     stages = {**(extra_stages or {}), "model": base.usage, "evaluate": scores.usage}

@@ -45,6 +45,11 @@ class EvalSpec(Spec):
             check_primary_metrics(chosen, info.data["suites"])
         return chosen
 
+    def evaluated(self) -> "EvalSpec":
+        """This spec as far as it decides what is evaluated: `primary_metrics` only says how results are
+        read, so neither an evaluation's cache key nor a run's config hash sees it."""
+        return self.model_copy(update={"primary_metrics": {}})
+
 
 class StudySpec(Spec):
     model: ModelSpec

@@ -20,6 +20,8 @@ SUITE_TAGS: dict[str, tuple[str, ...]] = {TEXT_TAG: tuple(suite.name for suite i
 LOCAL_SUITES: frozenset[str] = frozenset(SUITES) | frozenset(SUITE_TAGS)
 # Image-QA suites: lmms-eval tasks written by `evals.imageqa` (evaluated through evals.lmms_eval_bridge).
 IMAGE_SUITES: frozenset[str] = frozenset({"imageqa_mc", "imageqa_short", "prunebench_imageqa"})
+# Every tag, text and image-QA (as evals.imageqa.tasks writes it), with the suites it stands for.
+TAG_MEMBERS: dict[str, tuple[str, ...]] = {**SUITE_TAGS, "prunebench_imageqa": ("imageqa_mc", "imageqa_short")}
 # Calibration corpora of image-question-answer pairs, for multimodal models.
 IMAGE_CORPORA: frozenset[str] = frozenset({"imageqa"})
 
@@ -29,11 +31,12 @@ def local_suite_names() -> list[str]:
     return sorted(SUITES) + sorted(SUITE_TAGS) + sorted(IMAGE_SUITES)
 
 
-def expand_suites(names: Iterable[str]) -> list[str]:
-    """Tags replaced by their suites, first occurrence kept, order preserved; other names untouched."""
+def expand_suites(names: Iterable[str], tags: dict[str, tuple[str, ...]] = SUITE_TAGS) -> list[str]:
+    """Tags replaced by their suites, first occurrence kept, order preserved; other names untouched.
+    `tags`: the text tags (what lm-eval reads from the built directory), or `TAG_MEMBERS` for all."""
     expanded: list[str] = []
     for name in names:
-        for member in SUITE_TAGS.get(name, (name,)):
+        for member in tags.get(name, (name,)):
             if member not in expanded:
                 expanded.append(member)
     return expanded

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from evals.suites import IMAGE_SUITES, SUITE_TAGS, SUITES
+from evals.suites import IMAGE_SUITES, SUITES, TAG_MEMBERS, expand_suites
 
 PRIMARY_METRICS: dict[str, str] = {
     "jargon_ppl": "word_perplexity",  # as lm-eval's wikitext
@@ -30,9 +30,6 @@ PRIMARY_METRICS: dict[str, str] = {
     "gsm8k": "exact_match/strict-match",
 }
 RULE = ("acc_norm", "acc")
-
-# Tags request several suites, whose results are recorded under the members' names.
-TAG_MEMBERS: dict[str, tuple[str, ...]] = {**SUITE_TAGS, "prunebench_imageqa": ("imageqa_mc", "imageqa_short")}
 
 
 def primary_metric(suite: str, metrics: Collection[str], chosen: Mapping[str, str] | None = None) -> str | None:
@@ -61,7 +58,7 @@ def primary_results(
         by_suite.setdefault(suite, []).append(metric)
     eligible = set(by_suite)
     if requested is not None:
-        asked = set(member_suites(requested))
+        asked = set(expand_suites(requested, TAG_MEMBERS))  # a tag's results come under its members' names
         eligible &= asked
         if any(name not in SUITES and name not in IMAGE_SUITES for name in asked - set(by_suite)):
             eligible |= set(by_suite) - asked
@@ -73,15 +70,10 @@ def primary_results(
     return pairs
 
 
-def member_suites(names: Sequence[str]) -> list[str]:
-    """Suite names with tags replaced by their members, in order, each once."""
-    return list(dict.fromkeys(member for name in names for member in TAG_MEMBERS.get(name, (name,))))
-
-
 def check_primary_metrics(chosen: Mapping[str, str], suites: Sequence[str]) -> None:
     """ValueError naming the first entry that names a suite not evaluated, or a metric a local suite
     does not report (standard tasks' metrics are known only once they ran)."""
-    evaluated = member_suites(suites)
+    evaluated = expand_suites(suites, TAG_MEMBERS)
     for suite, metric in chosen.items():
         if suite not in evaluated:
             raise ValueError(f"suite {suite!r} is not evaluated (the suites are {', '.join(evaluated)})")

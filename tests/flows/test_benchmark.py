@@ -111,7 +111,11 @@ def test_report_json_has_the_documented_keys(smoke_run):
     report = prunebench("report", "--database", str(tmp / "results.duckdb"), "--format", "json")
     assert report.returncode == 0, report.stderr
     rows = json.loads(report.stdout)
-    assert rows and {"model", "method", "sparsity", "suite", "metric", "value"} <= set(rows[0])
+    documented = {"model", "method", "method_id", "method_params", "achieved_weight_sparsity", "suite", "metric", "value",
+                  "is_primary", "retention", "mean_retention"}  # fmt: skip
+    assert rows and documented <= set(rows[0])
+    wanda = next(row for row in rows if row["method"] == "wanda 50%")
+    assert wanda["method_params"]["sparsity"] == 0.5 and len(wanda["method_id"]) == 16
     ppl = {r["method"]: r["value"] for r in rows if r["suite"] == "jargon_ppl" and r["metric"] == "word_perplexity"}
     assert ppl["dense"] < ppl["wanda 50%"] and ppl["dense"] < ppl["magnitude 50%"]
 
