@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from html import escape
 
 from reports import svg
-from reports.leaderboard import LEGEND, LeaderboardTable, leaderboard_tables
+from reports.leaderboard import DENSE, LeaderboardRow, LeaderboardTable, distinct_names, leaderboard_tables, legend
 from reports.markdown import (
     COST_LEGEND,
     CellTable,
@@ -102,8 +102,39 @@ def _leaderboard(sections: ReportSections) -> str:
     for table in tables:
         parts.append(f"<h3>{escape(table.model)}</h3>{_leaderboard_table(table)}")
         parts += [f'<p class="note">{escape(note)}</p>' for note in table.notes]
-    parts += [f'<p class="legend">{escape(line)}</p>' for line in LEGEND]
+        parts.append(_retention_intervals([row for row in sections.leaderboard if row.model == table.model]))
+    parts += [f'<p class="legend">{escape(line)}</p>' for line in legend(sections.leaderboard)]
     return "".join(parts)
+
+
+_VERSUS_BEST = {"best": ("best", "#009E73"), "tied": ("tied with the best", "#0072B2"),
+                "worse": ("worse than the best", "#D55E00"), None: ("not compared", "#888888")}  # fmt: skip
+
+
+def _retention_intervals(rows: Sequence[LeaderboardRow]) -> str:
+    """Per primary metric, each method's retention with its paired 95% interval as error bars, coloured by
+    whether it is the best non-dense method, tied with it, or worse; in the table's order."""
+    primary = [row for row in rows if row.is_primary and row.method_name != DENSE and row.retention is not None]
+    if not any(row.retention_low is not None for row in primary):
+        return ""
+    names = distinct_names({row.method_id: row.method for row in primary})
+    figures = []
+    for suite, metric in dict.fromkeys((row.suite, row.metric) for row in primary):
+        column = sorted((row for row in primary if (row.suite, row.metric) == (suite, metric)),
+                        key=lambda row: -(row.retention or 0.0))  # fmt: skip
+        estimates = [
+            svg.Estimate(
+                label=names[row.method_id], group=_VERSUS_BEST[row.versus_best][0], value=row.retention,
+                low=row.retention_low, high=row.retention_high,
+                tooltip=f"{names[row.method_id]}: {suite} {metric} retention {percent(row.retention)}"
+                + (f" [{percent(row.retention_low)}, {percent(row.retention_high)}]" if row.retention_low is not None else ""),
+            )
+            for row in column
+        ]  # fmt: skip
+        chart = svg.forest_plot(estimates, x_label=f"retention of {metric} vs dense", reference=1.0,
+                                reference_label="dense", group_colours=dict(_VERSUS_BEST.values()))  # fmt: skip
+        figures.append(_figure([suite, metric], "", chart))
+    return f'<div class="grid">{"".join(figures)}</div>'
 
 
 def _leaderboard_table(table: LeaderboardTable) -> str:

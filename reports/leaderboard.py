@@ -16,10 +16,14 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from reports.statistics import (
+    ALPHA, across_seeds, aggregation, item_scores, metric_interval, paired_retention, tied_with_best,
+)  # fmt: skip
 from reports.store import ResultStore
 from reports.tables import MISSING, markdown_table, number, percent, text_table
 
@@ -53,18 +57,47 @@ class LeaderboardRow(BaseModel):
     mean_retention: float | None  # the run's mean over its primary metrics (`mean_retention`)
     run_id: str
     finished_at: datetime
+    # Statistics from the per-item scores (reports.statistics); None for runs recorded without them.
+    n_items: int | None = None
+    low: float | None = None  # the value's 95% percentile-bootstrap interval over the suite's items
+    high: float | None = None
+    retention_low: float | None = None  # retention's 95% interval, items resampled jointly with dense's
+    retention_high: float | None = None
+    # Against the best non-dense method of this (model, suite, metric): the best itself, tied with it
+    # (paired test, Holm-corrected over the methods compared), or worse. None for dense and unpaired runs.
+    versus_best: Literal["best", "tied", "worse"] | None = None
+    # Calibration seeds: the method's runs in its latest flow run, one per seed (the row shows the
+    # lowest); this metric in each, in seed order. One entry for a method run with one seed.
+    seeds: list[int] = Field(default_factory=list)
+    seed_values: list[float] = Field(default_factory=list)
 
 
-# Latest run per (model, method identity), and the latest dense run per model as the baseline; both
-# chosen among the runs the filters keep, so a leaderboard of one experiment compares within it.
+# Per (model, method identity): its latest flow run, and in it one run per calibration seed (the latest
+# of each); the row shows the lowest seed's run, and lists the metric over all of them. The latest
+# dense run per model is the baseline. All chosen among the runs the filters keep, so a leaderboard of
+# one experiment compares within it.
 _LEADERBOARD_SQL = """
 WITH scoped AS (
     SELECT * FROM runs
     WHERE ($model IS NULL OR model = $model) AND ($experiment IS NULL OR experiment = $experiment)
 ),
-latest AS (
-    SELECT * FROM scoped
+latest_flow AS (
+    SELECT model, method_id, flow_run_id FROM scoped
     QUALIFY row_number() OVER (PARTITION BY model, method_id ORDER BY finished_at DESC, run_id DESC) = 1
+),
+seeded AS (
+    SELECT s.* FROM scoped s JOIN latest_flow f USING (model, method_id, flow_run_id)
+    QUALIFY row_number() OVER (PARTITION BY s.model, s.method_id, s.seed ORDER BY s.finished_at DESC, s.run_id DESC) = 1
+),
+latest AS (
+    SELECT * FROM seeded
+    QUALIFY row_number() OVER (PARTITION BY model, method_id ORDER BY seed, run_id) = 1
+),
+spread AS (
+    SELECT s.model, s.method_id, r.suite, r.metric, list(s.seed ORDER BY s.seed) AS seeds,
+           list(r.value ORDER BY s.seed) AS seed_values
+    FROM seeded s JOIN results r ON r.run_id = s.run_id
+    GROUP BY s.model, s.method_id, r.suite, r.metric
 ),
 baseline AS (
     SELECT model, run_id FROM scoped WHERE method = $dense
@@ -73,27 +106,88 @@ baseline AS (
 SELECT l.model, l.method_label AS method, l.method AS method_name, l.method_id, l.method_params, l.experiment,
        l.target_weight_sparsity, l.achieved_weight_sparsity, l.target_drop_ratio, l.layers_dropped, l.layers_total,
        l.params_pruned_share, r.suite, r.metric, r.value, r.stderr, r.higher_is_better, r.is_primary,
-       d.value AS dense_value, l.run_id, l.finished_at
+       d.value AS dense_value, b.run_id AS dense_run_id, l.run_id, l.finished_at, sp.seeds, sp.seed_values
 FROM latest l
 JOIN results r ON r.run_id = l.run_id
+JOIN spread sp ON sp.model = l.model AND sp.method_id = l.method_id AND sp.suite = r.suite AND sp.metric = r.metric
 LEFT JOIN baseline b ON b.model = l.model
 LEFT JOIN results d ON d.run_id = b.run_id AND d.suite = r.suite AND d.metric = r.metric
 ORDER BY l.model, l.method <> $dense, l.method_label, l.method_id, r.suite, r.metric
 """
 
 
-def leaderboard(store: ResultStore, model: str | None = None, experiment: str | None = None) -> list[LeaderboardRow]:
-    """One row per (model, method identity, suite, metric) of the latest run, dense runs first."""
-    rows = []
+def leaderboard(store: ResultStore, model: str | None = None, experiment: str | None = None, *,
+                statistics: bool = True) -> list[LeaderboardRow]:  # fmt: skip
+    """One row per (model, method identity, suite, metric) of the latest run, dense runs first; with
+    `statistics`, each value's interval, retention's paired interval and ties with the best method from
+    the per-item scores (`with_statistics`)."""
+    rows, dense_runs = [], {}
     for entry in store.query(_LEADERBOARD_SQL, {"model": model, "experiment": experiment, "dense": DENSE}):
         entry["retention"] = retention(entry["value"], entry.pop("dense_value"), entry["higher_is_better"])
         entry["method_params"] = json.loads(entry["method_params"])
+        dense_runs[entry["model"]] = entry.pop("dense_run_id")
         rows.append(LeaderboardRow(**entry, mean_retention=None))
     by_run: dict[str, list[LeaderboardRow]] = {}
     for row in rows:
         by_run.setdefault(row.run_id, []).append(row)
     means = {run_id: mean_retention(results).value for run_id, results in by_run.items()}
-    return [row.model_copy(update={"mean_retention": means[row.run_id]}) for row in rows]
+    rows = [row.model_copy(update={"mean_retention": means[row.run_id]}) for row in rows]
+    return with_statistics(store, rows, dense_runs) if statistics else rows
+
+
+def with_statistics(store: ResultStore, rows: Sequence[LeaderboardRow], dense_runs: Mapping[str, str | None]) -> list[LeaderboardRow]:
+    """The rows with what their runs' per-item scores say (reports.statistics): each value's 95%
+    percentile-bootstrap interval; retention's, dense's items resampled jointly (the same items, so
+    what both get right or wrong alike cancels out); and, per (model, suite, metric), the best
+    non-dense method and which others are statistically tied with it (paired tests, Holm-corrected).
+    Rows whose run has no per-item scores (recorded before schema 6) are left as they are."""
+    items = store.item_values({row.run_id for row in rows} | {run for run in dense_runs.values() if run})
+    columns: dict[tuple[str, str, str], list[LeaderboardRow]] = {}
+    for row in rows:
+        columns.setdefault((row.model, row.suite, row.metric), []).append(row)
+    updates: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for (model, suite, metric), column in columns.items():
+        how = aggregation(metric)
+        dense = items.get((dense_runs.get(model), suite, metric))
+        scored = {}
+        for row in column:
+            own = items.get((row.run_id, suite, metric))
+            if not own:
+                continue
+            scores = item_scores(own)
+            interval = metric_interval(scores, how)
+            update = dict(n_items=interval.n_items, low=interval.low, high=interval.high)
+            if dense and row.method_name != DENSE and own.keys() == dense.keys() and row.retention is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    paired = paired_retention(scores, item_scores(dense), how)
+                if math.isfinite(paired.low) and math.isfinite(paired.high):
+                    update |= dict(retention_low=paired.low, retention_high=paired.high)
+            updates[(row.run_id, suite, metric)] = update
+            if row.method_name != DENSE and not math.isnan(row.value):
+                scored[row.run_id] = (row, own)
+        for key, update in _versus_best(scored, suite, metric, how).items():
+            updates.setdefault(key, {}).update(update)
+    return [row.model_copy(update=updates.get((row.run_id, row.suite, row.metric), {})) for row in rows]
+
+
+def _versus_best(scored: dict[str, tuple[LeaderboardRow, dict]], suite: str, metric: str, how) -> dict:
+    """best / tied / worse for the non-dense runs of one column scored on the best run's items."""
+    if len(scored) < 2:
+        return {}
+    best = max(scored, key=lambda run: _oriented(scored[run][0]))
+    items = scored[best][1].keys()
+    paired = {run: item_scores(own) for run, (_, own) in scored.items() if own.keys() == items}
+    if len(paired) < 2:
+        return {}
+    ties = tied_with_best(paired, best, how, alpha=ALPHA)
+    return {
+        (run, suite, metric): {"versus_best": "best" if run == best else "tied" if run in ties.tied else "worse"}
+        for run in paired
+    }
+
+
+def _oriented(row: LeaderboardRow) -> float:
+    return row.value if row.higher_is_better else -row.value
 
 
 def retention(value: float, dense_value: float | None, higher_is_better: bool) -> float | None:
@@ -128,10 +222,12 @@ def mean_retention(results: Iterable[LeaderboardRow]) -> MeanRetention:
 def to_json(rows: Sequence[LeaderboardRow]) -> str:
     """A JSON list of row objects. Non-finite numbers (a diverged perplexity) become null: strict
     JSON has no Infinity/NaN, and such a row still carries its retention (0 for an infinite ppl)."""
-    objects = [
-        {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in row.items()}
-        for row in (row.model_dump(mode="json") for row in rows)
-    ]
+    def finite(value: Any) -> Any:
+        if isinstance(value, list):
+            return [finite(entry) for entry in value]
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    objects = [{key: finite(value) for key, value in row.model_dump(mode="json").items()} for row in rows]
     return json.dumps(objects, indent=2, ensure_ascii=False, allow_nan=False)
 
 
@@ -146,7 +242,7 @@ def to_markdown(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None 
         parts += [line for note in table.notes for line in ("", f"_{note}_")] + [""]
     if not parts:
         return "_no results recorded_\n"
-    return "\n".join(parts) + "\n" + "  \n".join(LEGEND) + "\n"
+    return "\n".join(parts) + "\n" + "  \n".join(legend(rows)) + "\n"
 
 
 def to_text(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None = None) -> str:
@@ -156,18 +252,38 @@ def to_text(rows: Sequence[LeaderboardRow], metrics: Collection[str] | None = No
         parts += [table.model, *text_table(table.header, table.body, table.right), *table.notes, ""]
     if not parts:
         return "no results recorded\n"
-    return "\n".join([*parts, *LEGEND]) + "\n"
+    return "\n".join([*parts, *legend(rows)]) + "\n"
 
 
 LEGEND = (
-    "↑ higher is better, ↓ lower is better. Cells: value (retention vs dense: value / dense for ↑, "
-    "dense / value for ↓; 100% = as good as dense).",
+    "↑ higher is better, ↓ lower is better. Cells: value [95% interval] (retention vs dense: value / dense for ↑, "
+    "dense / value for ↓; 100% = as good as dense [95% interval]).",
     "Columns marked * hold each suite's primary metric; mean retention averages the retention of those shown, "
     "one per suite (k/n when only k of them have a dense baseline). The other columns are views or parts of them.",
     "sparsity: achieved share of prunable-linear weights that are zero, or decoder layers dropped. params pruned: "
     "share of all the model's parameters zeroed or removed. A row is one method with all its parameters, "
     "at its latest run.",
 )
+INTERVAL_LEGEND = (
+    "Intervals: percentile bootstrap over the suite's items (2,000 resamples, seeded); retention's resamples the same "
+    "items for the method and dense (paired). ▲ the best non-dense method of the column; ≈ not significantly different "
+    "from it (McNemar's exact test for accuracy, the paired bootstrap otherwise; Holm-corrected, 5%). "
+    "Runs recorded without per-item scores show no interval.",
+)
+SEED_LEGEND = (
+    "k seeds m ± s: the mean and standard deviation of the value over the method's calibration seeds (the cell shows "
+    "the lowest seed's run).",
+)
+
+
+def legend(rows: Sequence[LeaderboardRow]) -> tuple[str, ...]:
+    """The legend lines that apply to these rows: intervals and seeds only where some row has them."""
+    lines = LEGEND
+    if any(row.low is not None for row in rows):
+        lines += INTERVAL_LEGEND
+    if any(len(row.seed_values) > 1 for row in rows):
+        lines += SEED_LEGEND
+    return lines
 
 
 @dataclass(frozen=True)
@@ -248,9 +364,19 @@ def _selected(row: LeaderboardRow, metrics: Collection[str] | None) -> bool:
 
 
 def _cell(row: LeaderboardRow | None) -> str:
+    """value [95% interval] (retention [its paired interval]), ▲ best / ≈ tied with it, seeds' mean ± sd."""
     if row is None:
         return MISSING
-    if row.retention is None:
-        return number(row.value)
-    return f"{number(row.value)} ({row.retention:.0%})"
-
+    text = number(row.value)
+    if row.low is not None and row.high is not None:
+        text += f" [{number(row.low)}–{number(row.high)}]"
+    if row.retention is not None:
+        text += f" ({row.retention:.1%}"
+        if row.retention_low is not None and row.retention_high is not None:
+            text += f" [{100 * row.retention_low:.1f}–{100 * row.retention_high:.1f}]"
+        text += ")"
+    text += {"best": " ▲", "tied": " ≈"}.get(row.versus_best or "", "")
+    if len(row.seed_values) > 1:
+        spread = across_seeds(row.seed_values)
+        text += f"; {spread.n_seeds} seeds {number(spread.mean)} ± {number(spread.sd)}"
+    return text

@@ -40,9 +40,12 @@ SEED = 0
 # Resampled values held at once (per array): bounds memory for large suites, whatever n_resamples is.
 _RESAMPLED_VALUES_PER_BATCH = 2**22
 
-# How a run's per-item rows make its metric: the mean of the values (accuracy; weights unused, every
-# item counts once as in lm-eval), or perplexity exp(-Σ value / Σ weight) over log-likelihoods.
-Aggregate = Literal["mean", "perplexity"]
+# How a run's per-item rows make its metric, as the harness aggregates them: the mean of the values
+# (accuracy; weights unused, every item counts once as in lm-eval), perplexity exp(-Σ value / Σ weight)
+# over log-likelihoods (weights: words or bytes; 1 for lm-eval's per-token-free `perplexity`, which is
+# exp(-mean)), or bits per byte -Σ value / Σ weight / ln 2.
+Aggregate = Literal["mean", "perplexity", "bits_per_byte"]
+_PERPLEXITIES = frozenset({"word_perplexity", "byte_perplexity", "perplexity"})
 
 
 class ItemMismatchError(PrunebenchError, ValueError):
@@ -93,6 +96,15 @@ class PerplexityChange(BaseModel):
     ratio: PairedComparison  # ppl_b / ppl_a
 
 
+class Interval(NamedTuple):
+    """One run's metric with its (1 - alpha) percentile-bootstrap interval over items."""
+
+    estimate: float
+    low: float
+    high: float
+    n_items: int
+
+
 class SeedSpread(NamedTuple):
     mean: float
     sd: float | None  # sample standard deviation (ddof=1); None for a single seed
@@ -102,7 +114,7 @@ class SeedSpread(NamedTuple):
 # -- items -------------------------------------------------------------------------------------
 
 
-def align_items(runs: Mapping[str, Mapping[Hashable, tuple[float, float]]]) -> AlignedItems:
+def align_items(runs: Mapping[str, Mapping[Hashable, tuple[float, float | None]]]) -> AlignedItems:
     """Put several runs' {item_id: (value, weight)} in one item order; refuse runs scored on other items."""
     if not runs:
         raise ValueError("align_items needs at least one run")
@@ -115,17 +127,7 @@ def align_items(runs: Mapping[str, Mapping[Hashable, tuple[float, float]]]) -> A
                 f"{len(items)} items, {len(only_first)} only in {first_name!r}{_examples(only_first)}, "
                 f"{len(only_other)} only in {name!r}{_examples(only_other)}"
             )
-    item_ids = tuple(sorted(first, key=str))
-    return AlignedItems(
-        item_ids=item_ids,
-        runs={
-            name: ItemScores(
-                values=np.array([items[item][0] for item in item_ids], dtype=float),
-                weights=np.array([items[item][1] for item in item_ids], dtype=float),
-            )
-            for name, items in runs.items()
-        },
-    )
+    return AlignedItems(item_ids=tuple(sorted(first, key=str)), runs={name: item_scores(items) for name, items in runs.items()})
 
 
 def _examples(item_ids: set, shown: int = 3) -> str:
@@ -143,7 +145,45 @@ def perplexity(loglik: ArrayLike, weights: ArrayLike, axis: int = -1) -> np.ndar
 
 def aggregate(values: ArrayLike, weights: ArrayLike, how: Aggregate, axis: int = -1) -> np.ndarray:
     """A run's metric from its per-item rows (see `Aggregate`)."""
-    return np.mean(values, axis=axis) if how == "mean" else perplexity(values, weights, axis=axis)
+    if how == "mean":
+        return np.mean(values, axis=axis)
+    if how == "perplexity":
+        return perplexity(values, weights, axis=axis)
+    return -np.sum(values, axis=axis) / np.sum(weights, axis=axis) / math.log(2)
+
+
+def aggregation(metric: str) -> Aggregate:
+    """How the harness makes `metric` (a ResultRow/ItemScore metric name, "<metric>/<filter>" for a
+    filter other than "none") from its per-item values: lm-eval's `weighted_perplexity` for word and
+    byte perplexity, `perplexity` (exp(-mean)) for lambada-style perplexity, `bits_per_byte`, and the
+    mean for everything else (accuracy, exact match)."""
+    name = metric.split("/", 1)[0]
+    if name in _PERPLEXITIES:
+        return "perplexity"
+    return "bits_per_byte" if name == "bits_per_byte" else "mean"
+
+
+def item_scores(items: Mapping[Hashable, tuple[float, float | None]]) -> ItemScores:
+    """One run's {item: (value, weight)} as arrays in item-id order; a missing weight counts 1."""
+    ordered = sorted(items, key=str)
+    return ItemScores(
+        values=np.array([items[item][0] for item in ordered], dtype=float),
+        weights=np.array([1.0 if items[item][1] is None else items[item][1] for item in ordered], dtype=float),
+    )
+
+
+def metric_interval(scores: ItemScores, how: Aggregate, *, alpha: float = ALPHA, n_resamples: int = N_RESAMPLES,
+                    seed: int = SEED) -> Interval:  # fmt: skip
+    """A run's metric and its percentile-bootstrap interval: items resampled with replacement and the
+    metric recomputed from them (a perplexity from the resampled documents' sums)."""
+    arrays = _paired_arrays(scores.values, scores.weights)
+    estimate, low, high, _ = _paired_bootstrap(
+        lambda values, weights, axis=-1: aggregate(values, weights, how, axis)[np.newaxis], arrays,
+        nulls=(None,), alpha=alpha, n_resamples=n_resamples, seed=seed,
+    )  # fmt: skip
+    if np.all(arrays[0] == arrays[0][0]) and how == "mean":
+        low = high = estimate  # every item alike: no sampling variability (and no rounding around it)
+    return Interval(float(estimate[0]), float(low[0]), float(high[0]), arrays[0].size)
 
 
 # -- paired comparisons ------------------------------------------------------------------------
@@ -226,10 +266,24 @@ def paired_retention(run: ItemScores, dense: ItemScores, how: Aggregate, *, alph
 
 def paired_difference(a: ItemScores, b: ItemScores, how: Aggregate, *, alpha: float = ALPHA,
             n_resamples: int = N_RESAMPLES, seed: int = SEED) -> PairedComparison:  # fmt: skip
-    """b - a in the metric's own units: `mean_difference` for a mean, `perplexity_change`'s difference."""
+    """b - a in the metric's own units: `mean_difference` for a mean, `perplexity_change`'s difference,
+    otherwise the difference of the two metrics recomputed from each resample (bootstrap p)."""
     if how == "mean":
         return mean_difference(a.values, b.values, alpha=alpha, n_resamples=n_resamples, seed=seed)
-    return perplexity_change(a, b, alpha=alpha, n_resamples=n_resamples, seed=seed).difference
+    if how == "perplexity":
+        return perplexity_change(a, b, alpha=alpha, n_resamples=n_resamples, seed=seed).difference
+    arrays = _paired_arrays(a.values, a.weights, b.values, b.weights)
+
+    def difference(a_values, a_weights, b_values, b_weights, axis=-1):
+        return (aggregate(b_values, b_weights, how, axis) - aggregate(a_values, a_weights, how, axis))[np.newaxis]
+
+    estimate, low, high, p_value = _paired_bootstrap(
+        difference, arrays, nulls=(0.0,), alpha=alpha, n_resamples=n_resamples, seed=seed
+    )
+    return PairedComparison(
+        estimate=estimate[0], low=low[0], high=high[0], null=0.0, p_value=p_value[0], n_items=arrays[0].size,
+        method=_method(n_resamples, seed, "bootstrap"), alpha=alpha,
+    )  # fmt: skip
 
 
 # -- several runs ------------------------------------------------------------------------------
@@ -263,7 +317,7 @@ def tied_with_best(runs: Mapping[str, ItemScores], best: str, how: Aggregate, *,
     if best not in runs:
         raise KeyError(f"best run {best!r} is not among the runs ({', '.join(runs)})")
     others = [name for name in runs if name != best]
-    bootstrap_p = how == "perplexity" or not _binary(*(runs[name].values for name in runs))
+    bootstrap_p = how != "mean" or not _binary(*(runs[name].values for name in runs))
     if bootstrap_p and correction == "holm" and others:
         # Enough resamples that the smallest bootstrap p, 2 / (B + 1), is half Holm's strictest level alpha / m.
         n_resamples = max(n_resamples, math.ceil(4 * len(others) / alpha))
@@ -322,11 +376,11 @@ def _binary(*arrays: np.ndarray) -> bool:
 
 
 def _paired_bootstrap(
-    statistic: Callable[..., np.ndarray], arrays: tuple[np.ndarray, ...], *, nulls: tuple[float, ...],
+    statistic: Callable[..., np.ndarray], arrays: tuple[np.ndarray, ...], *, nulls: tuple[float | None, ...],
     alpha: float, n_resamples: int, seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Estimate, percentile interval and bootstrap p of each row of a vectorised statistic
-    (one row per entry of `nulls`), the items resampled jointly across `arrays`."""
+    (one row per entry of `nulls`; a None null gets no p, NaN), the items resampled jointly across `arrays`."""
     n_items = arrays[0].size
     result = stats.bootstrap(
         arrays, statistic, paired=True, vectorized=True, n_resamples=n_resamples, method="percentile",
@@ -336,7 +390,7 @@ def _paired_bootstrap(
     estimate = statistic(*arrays, axis=-1)
     low, high = (np.atleast_1d(end) for end in result.confidence_interval)
     replicates = np.atleast_2d(result.bootstrap_distribution)
-    p_values = np.array([_bootstrap_p_value(row, null) for row, null in zip(replicates, nulls)])
+    p_values = np.array([math.nan if null is None else _bootstrap_p_value(row, null) for row, null in zip(replicates, nulls)])
     return estimate, low, high, p_values
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +94,24 @@ class ResultStore:
         """One run's per-item scores (of one suite, or all), by suite, metric and item; none for a run
         recorded before schema 6."""
         return self._read(lambda connection: _select(connection, "item_scores", run_id=run_id, suite=suite))
+
+    def item_values(self, run_ids: Collection[str]) -> dict[tuple[str, str, str], dict[str, tuple[float, float | None]]]:
+        """Per-item scores of several runs in one read, for statistics: (run_id, suite, metric) ->
+        {item: (value, weight)}. Plain tuples, not records: a leaderboard reads hundreds of thousands."""
+        if not run_ids:
+            return {}
+
+        def read(connection: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str], dict[str, tuple[float, float | None]]]:
+            rows = connection.execute(
+                "SELECT run_id, suite, metric, item, value, weight FROM item_scores WHERE run_id IN (SELECT unnest($ids))",
+                {"ids": sorted(run_ids)},
+            ).fetchall()
+            by_key: dict[tuple[str, str, str], dict[str, tuple[float, float | None]]] = {}
+            for run_id, suite, metric, item, value, weight in rows:
+                by_key.setdefault((run_id, suite, metric), {})[item] = (value, weight)
+            return by_key
+
+        return self._read(read)
 
     def stages(self, run_id: str | None = None) -> list[StageRecord]:
         return self._read(lambda connection: _select(connection, "stages", run_id=run_id))

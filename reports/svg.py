@@ -1,5 +1,5 @@
-"""Small SVG charts written by hand, to inline in the HTML report: a line chart, a bar chart and a
-heatmap. No plotting library: the page stays one self-contained file, a chart costs microseconds,
+"""Small SVG charts written by hand, to inline in the HTML report: a line chart, a bar chart, a
+forest plot (estimates with intervals) and a heatmap. No plotting library: the page stays one self-contained file, a chart costs microseconds,
 and every label is escaped here. Each element carries a <title>, which browsers show on hover.
 """
 
@@ -50,6 +50,18 @@ class Bar:
     label: str  # under the bar
     height: float
     marker: float | None  # a second value drawn as a tick across the bar (e.g. achieved vs target)
+    tooltip: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One row of a forest plot: a point with its interval, coloured by group."""
+
+    label: str  # left of the row
+    group: str  # rows of a group share a colour and a legend entry (e.g. "tied with the best")
+    value: float
+    low: float | None  # no interval: the point alone
+    high: float | None
     tooltip: str
 
 
@@ -174,6 +186,56 @@ def bar_chart(
     if reference is not None and reference_label:
         parts.append(f'<line x1="{plot.right + 16}" y1="{extra_y + 6}" x2="{plot.right + 32}" y2="{extra_y + 6}" '
                      f'stroke="#888" stroke-dasharray="4 4"/><text x="{plot.right + 38}" y="{extra_y + 10}" {_FONT}>'
+                     f"{escape(reference_label)}</text>")  # fmt: skip
+    return "".join(parts) + "</svg>"
+
+
+def forest_plot(
+    rows: Sequence[Estimate],
+    *,
+    x_label: str,
+    x_format: Format = percent_tick,
+    reference: float | None = None,
+    reference_label: str = "",
+    group_colours: dict[str, str] | None = None,
+) -> str:
+    """One row per estimate, top to bottom: a dot at the value, a whisker over its interval, labels on the
+    left, an optional dashed vertical reference (e.g. 100% = as good as dense)."""
+    groups = list(dict.fromkeys(row.group for row in rows))
+    colours = {group: PALETTE[index % len(PALETTE)] for index, group in enumerate(groups)} | (group_colours or {})
+    values = [end for row in rows for end in (row.value, row.low, row.high) if end is not None and math.isfinite(end)]
+    if reference is not None:
+        values.append(reference)
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    ticks = nice_ticks(low, high)
+    label_width = 8 + 6.5 * min(44, max((len(row.label) for row in rows), default=8))
+    slot, plot_width, legend_width = 20, 340, 150
+    plot = _Plot(left=label_width, top=10, width=plot_width, height=slot * max(1, len(rows)),
+                 x_range=_padded(ticks, low, high), y_range=(len(rows), 0.0))  # fmt: skip
+    height = plot.bottom + 46
+    parts = [_open(plot.right + 16 + legend_width, height, f"{x_label} per method")]
+    parts += plot.axes(ticks, [], x_format, plain_tick, x_label, "")
+    if reference is not None:
+        x = plot.x(reference)
+        parts.append(f'<line x1="{x:.1f}" y1="{plot.top}" x2="{x:.1f}" y2="{plot.bottom}" stroke="#888" '
+                     f'stroke-dasharray="4 4"><title>{escape(reference_label)}</title></line>')  # fmt: skip
+    for index, row in enumerate(rows):
+        y, colour = plot.y(index + 0.5), colours[row.group]
+        shown = row.label if len(row.label) <= 44 else row.label[:43] + "…"
+        parts.append(f'<text x="{plot.left - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{escape(shown)}</text>')
+        if row.low is not None and row.high is not None and math.isfinite(row.low) and math.isfinite(row.high):
+            left, right = plot.x(row.low), plot.x(row.high)
+            parts.append(f'<path d="M{left:.1f},{y:.1f}H{right:.1f}M{left:.1f},{y - 4:.1f}V{y + 4:.1f}M{right:.1f},'
+                         f'{y - 4:.1f}V{y + 4:.1f}" stroke="{colour}" stroke-width="1.6" fill="none"/>')  # fmt: skip
+        if math.isfinite(row.value):
+            parts.append(f'<circle cx="{plot.x(row.value):.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
+                         f"<title>{escape(row.tooltip)}</title></circle>")  # fmt: skip
+    legend = [(group, colours[group], "") for group in groups]
+    parts += _legend(legend, x=plot.right + 16, y=plot.top)
+    if reference is not None and reference_label:
+        y = plot.top + 18 * len(legend)
+        parts.append(f'<line x1="{plot.right + 16}" y1="{y + 6}" x2="{plot.right + 34}" y2="{y + 6}" stroke="#888" '
+                     f'stroke-dasharray="4 4"/><text x="{plot.right + 40}" y="{y + 10}" {_FONT}>'
                      f"{escape(reference_label)}</text>")  # fmt: skip
     return "".join(parts) + "</svg>"
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from pruning.specs import method_identity
 from reports.leaderboard import leaderboard, mean_retention, retention, to_json, to_markdown, to_text
-from reports.records import ResultRow, RunBundle, RunRecord
+from reports.records import ItemScore, ResultRow, RunBundle, RunRecord
+from reports.statistics import perplexity
 from reports.sections import report_sections
 from reports.store import ResultStore
 from tests.reports.synthetic import synthetic_bundle
@@ -134,8 +136,8 @@ def test_markdown_ranks_dense_first_then_by_mean_retention(store):
     ]  # fmt: skip
     methods = [line.split("|")[1].strip() for line in table[2:5]]
     assert methods == ["dense", "wanda 50%", "magnitude 50%"]  # means 100%, 65%, 35%
-    assert [cell.strip() for cell in table[3].split("|")[2:-1]] == ["49.9%", "40.0%", "0.400 (80%)", "20.00 (50%)", "65.0%"]
-    assert "10.00 (100%)" in table[2]
+    assert [cell.strip() for cell in table[3].split("|")[2:-1]] == ["49.9%", "40.0%", "0.400 (80.0%)", "20.00 (50.0%)", "65.0%"]
+    assert "10.00 (100.0%)" in table[2]
     assert "### toy-vlm" in markdown and "no dense run of toy-vlm" in markdown and "inf" in markdown
     assert "↓ lower is better" in markdown and "retention" in lines[-1] + lines[-2]
 
@@ -210,7 +212,7 @@ def test_mean_retention_averages_the_primary_metrics_only(tmp_path):
     assert all(row.mean_retention == pytest.approx(0.65) for row in wanda)
     line = next(line for line in to_markdown(rows).splitlines() if line.startswith("| wanda 50%"))
     assert line.rstrip(" |").endswith("65.0%")
-    assert "0.570 (95%)" in line  # acc_norm still shows its own retention
+    assert "0.570 (95.0%)" in line  # acc_norm still shows its own retention
     (point,) = report_sections(store).sparsity_curves[0].points
     assert point.retention == pytest.approx(0.65) and point.n_metrics == 2
 
@@ -224,3 +226,99 @@ def test_layer_drop_runs_show_the_layers_they_dropped(tmp_path):
             for row in rows} == {(None, None, 0.25, 2, 8)}  # fmt: skip
     line = next(line for line in to_text(leaderboard(store)).splitlines() if line.startswith("shortgpt"))
     assert "2/8 layers" in line and "22.5%" in line  # params pruned: 0.25 * 0.9
+
+
+# -- statistics from per-item scores ------------------------------------------------------------
+
+
+def with_items(bundle: RunBundle, correct: np.ndarray, logliks: np.ndarray, words: np.ndarray, *, seed: int = 0,
+               flow_run_id: str | None = None) -> RunBundle:  # fmt: skip
+    """The bundle with per-item scores whose aggregates are its results (acc: mean; ppl: exp(-Σ/Σ))."""
+    run_id = bundle.run.run_id
+    items = [ItemScore(run_id=run_id, suite="jargon_mc", item=str(k), metric="acc", value=float(v)) for k, v in enumerate(correct)]
+    items += [ItemScore(run_id=run_id, suite="jargon_ppl", item=str(k), metric="word_perplexity", value=float(v), weight=float(w))
+              for k, (v, w) in enumerate(zip(logliks, words))]  # fmt: skip
+    results = [
+        row.model_copy(update={"value": float(np.mean(correct)) if row.metric == "acc" else float(perplexity(logliks, words))})
+        for row in bundle.results
+    ]
+    run = bundle.run.model_copy(update={"seed": seed, **({"flow_run_id": flow_run_id} if flow_run_id else {})})
+    return bundle.model_copy(update={"run": run, "results": results, "items": items})
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> ResultStore:
+    """Dense and three pruned methods on 1,000 items and 50 documents, all in one flow run: wanda and owl
+    differ on 14 items (owl 10, wanda 4: tied), magnitude loses 150 items (worse); owl has a second calibration seed."""
+    rng = np.random.default_rng(0)
+    dense_correct = (rng.random(1000) < 0.7).astype(float)
+    words = rng.integers(50, 300, 50).astype(float)
+    nats = rng.uniform(2.5, 3.5, 50)
+
+    def correct(lost: int, gained: int = 0) -> np.ndarray:
+        out = dense_correct.copy()
+        right, wrong = np.flatnonzero(out == 1), np.flatnonzero(out == 0)
+        out[right[:lost]], out[wrong[:gained]] = 0.0, 1.0
+        return out
+
+    store = ResultStore(tmp_path_factory.mktemp("scored") / "results.duckdb")
+    for bundle, outcomes, scale, seed in (
+        (run("d", "dense", "dense", 5, 1, 1), dense_correct, 1.0, 0),
+        (run("w", "wanda", "wanda 50%", 5, 1, 1), correct(60), 1.3, 0),
+        (run("o0", "owl", "owl 50%", 5, 1, 1), correct(64, gained=10), 1.25, 0),
+        (run("o1", "owl", "owl 50%", 5, 1, 1), correct(70), 1.28, 1),
+        (run("m", "magnitude", "magnitude 50%", 5, 1, 1), correct(210), 2.0, 0),
+    ):
+        store.record(with_items(bundle, outcomes, -words * nats * scale, words, seed=seed, flow_run_id="flow-5"))
+    return store
+
+
+def test_every_value_has_an_interval_and_retention_a_paired_one(scored):
+    rows = by_key(leaderboard(scored))
+    dense, wanda = rows[("smollm2-135m", "dense", "acc")], rows[("smollm2-135m", "wanda 50%", "acc")]
+    for row in rows.values():
+        assert row.n_items == (1000 if row.metric == "acc" else 50)
+        assert row.low < row.value < row.high
+    assert dense.retention_low is None  # dense against itself: exactly 100%
+    assert wanda.retention == pytest.approx(wanda.value / dense.value)
+    assert wanda.retention_low < wanda.retention < wanda.retention_high
+    # paired: the items both get right or wrong alike cancel, so retention's interval is narrower than
+    # wanda's own interval alone (relative to dense), which an unpaired ratio's would exceed by about √2
+    assert wanda.retention_high - wanda.retention_low < 0.6 * (wanda.high - wanda.low) / dense.value
+    ppl = rows[("smollm2-135m", "wanda 50%", "word_perplexity")]
+    assert ppl.retention_low < ppl.retention < ppl.retention_high < 1
+
+
+def test_ties_with_the_best_method_are_paired_and_corrected(scored):
+    rows = by_key(leaderboard(scored))
+    verdicts = {method: rows[("smollm2-135m", method, "acc")].versus_best for method in ("dense", "wanda 50%", "owl 50%", "magnitude 50%")}
+    # owl is best, 6 items ahead of wanda on 14 discordant ones (10 to 4, McNemar p = 0.18): tied
+    assert verdicts == {"dense": None, "wanda 50%": "tied", "owl 50%": "best", "magnitude 50%": "worse"}
+    markdown = to_markdown(leaderboard(scored))
+    assert "▲" in markdown and "≈" in markdown and "95% interval" in markdown
+
+
+def test_calibration_seeds_are_one_row_with_their_spread(scored):
+    rows = leaderboard(scored)
+    owl = [row for row in rows if row.method == "owl 50%"]
+    assert {row.run_id for row in owl} == {"o0"}  # the lowest seed's run is the one shown
+    acc = next(row for row in owl if row.metric == "acc")
+    assert acc.seeds == [0, 1] and acc.seed_values[0] == acc.value and acc.seed_values[1] != acc.value
+    spread = np.std(acc.seed_values, ddof=1)
+    line = next(line for line in to_text(rows).splitlines() if line.startswith("owl 50%"))
+    assert "2 seeds" in line and f"± {spread:.3f}" in line
+    assert "calibration seeds" in to_text(rows)
+
+
+def test_runs_without_items_have_no_statistics(store):
+    rows = leaderboard(store)
+    assert all(row.low is None and row.retention_low is None and row.versus_best is None for row in rows)
+    assert "95% interval]" not in to_text(rows).split("\n")[0]
+
+
+def test_the_html_report_draws_retention_intervals(scored):
+    from reports.html import to_html
+
+    page = to_html(report_sections(scored))
+    assert page.count("<circle") >= 6  # 3 methods x 2 primary metrics
+    assert "tied with the best" in page and "worse than the best" in page
