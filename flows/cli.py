@@ -110,11 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
-        help="list results that moved beyond their noise margin between two runs; exit 1 on a regression",
+        help="list results that changed significantly between two runs (paired test); exit 1 on a regression",
         description=(
             "Compare RUN_B (new) with RUN_A (baseline), metric by metric. With one run id: that run against the "
             "previous run of its config. With none: every run of the latest flow run against the previous run of "
-            "its config. A result moved when |change| > max(TOLERANCE x |before|, Z x sqrt(se_before^2 + se_after^2)). "
+            "its config. Both runs were scored on the same items, so each metric is tested item by item (McNemar's "
+            "exact test for accuracy, a paired bootstrap otherwise): a result moved when the change is significant "
+            "(p < ALPHA) and |change| > TOLERANCE x |before|. Runs recorded without per-item scores (before schema 6) "
+            "fall back to the noise margin, |change| > max(TOLERANCE x |before|, Z x sqrt(se_before^2 + se_after^2)), "
+            "and the report says which metrics did. "
             "Exit status: 0 nothing got worse, 1 something got worse, 2 nothing to compare."
         ),
     )
@@ -124,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--tolerance", type=_non_negative, default=0.01,
                          help="relative change always tolerated, as a fraction of the baseline (default: 0.01)")  # fmt: skip
     compare.add_argument("--z", type=_non_negative, default=2.0,
-                         help="standard errors of the difference tolerated (default: 2)")  # fmt: skip
+                         help="standard errors of the difference tolerated, for runs without per-item scores (default: 2)")  # fmt: skip
+    compare.add_argument("--alpha", type=_probability, default=0.05,
+                         help="significance level of the paired test, two-sided (default: 0.05)")  # fmt: skip
     compare.set_defaults(command=cmd_compare)
 
     methods = commands.add_parser("methods", help="list pruning methods and their config fields")
@@ -301,7 +307,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not args.database.is_file():
         raise PrunebenchError(f"no results database at {args.database}; run `prunebench run CONFIG` first")
     store = ResultStore(args.database)
-    margins = {"tolerance": args.tolerance, "z": args.z}
+    margins = {"tolerance": args.tolerance, "z": args.z, "alpha": args.alpha}
     if args.run_b is not None:
         comparison = compare_runs(store, args.run_a, args.run_b, **margins)
     else:
@@ -310,6 +316,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise PrunebenchError("nothing to compare: " + "; ".join(comparison.notes or ["no shared results"]))
     print(to_markdown(comparison))
     return 1 if comparison.has_regression else 0
+
+
+def _probability(text: str) -> float:
+    value = _non_negative(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
 
 
 def _non_negative(text: str) -> float:

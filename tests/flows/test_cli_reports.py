@@ -92,3 +92,9 @@ def test_compare_refuses_a_negative_tolerance(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["compare", "--tolerance", "-1"])
     assert exit_.value.code == 2 and "must be >= 0" in capsys.readouterr().err
+
+
+def test_compare_refuses_an_alpha_outside_0_1(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--alpha", "1.5"])
+    assert "between 0 and 1" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from pruning.errors import PrunebenchError
@@ -15,6 +16,7 @@ from reports.regressions import (
     to_markdown,
     verdict,
 )
+from reports.records import ItemScore
 from reports.store import ResultStore
 from tests.reports.synthetic import synthetic_bundle
 
@@ -122,3 +124,72 @@ def test_markdown_lists_worse_first_with_before_after_and_margin(store):
     rows = [line for line in lines if line.startswith("| worse")]
     assert len(rows) == 2 and "0.400 ± 0.020" in rows[0] and "0.300 ± 0.020" in rows[0] and "-25.0%" in rows[0]
     assert "noise margin" in markdown and "max(0.01 × |before|" in markdown
+
+
+# -- the paired test on per-item scores -------------------------------------------------------
+
+
+def with_acc_items(bundle, correct, order=None):
+    """The bundle's jargon_mc acc replaced by these 0/1 outcomes (items recorded in `order`)."""
+    run_id = bundle.run.run_id
+    order = range(len(correct)) if order is None else order
+    items = [ItemScore(run_id=run_id, suite="jargon_mc", item=f"doc-{k}", metric="acc", value=float(correct[k])) for k in order]
+    results = [row.model_copy(update={"value": float(np.mean(correct))}) if row.metric == "acc" else row for row in bundle.results]
+    return bundle.model_copy(update={"results": results, "items": items})
+
+
+def two_thousand(accuracy: float, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random(2000) < accuracy).astype(float)
+
+
+def test_a_rerun_that_differs_by_item_order_only_is_no_regression(store):
+    correct = two_thousand(0.6)
+    store.record(with_acc_items(wanda("before", 0, quality=0.8), correct))
+    store.record(with_acc_items(wanda("after", 1, quality=0.8), correct, order=np.random.default_rng(1).permutation(2000)))
+    comparison = compare_runs(store, "before", "after")
+    acc = by_metric(comparison)["acc"]
+    assert acc.decided_by == "paired test" and acc.p_value == 1.0 and acc.low == acc.high == 0.0
+    assert not comparison.has_regression
+
+
+def test_a_two_point_loss_over_2000_items_is_a_regression(store):
+    before = two_thousand(0.6)
+    after = before.copy()
+    after[np.flatnonzero(before == 1)[:40]] = 0.0  # 40 of 2,000 items lost: 2 points
+    store.record(with_acc_items(wanda("before", 0, quality=0.8), before))
+    store.record(with_acc_items(wanda("after", 1, quality=0.8), after))
+    comparison = compare_runs(store, "before", "after")
+    acc = by_metric(comparison)["acc"]
+    assert acc.verdict == "worse" and acc.decided_by == "paired test" and acc.p_value < 1e-9
+    assert acc.delta == pytest.approx(-0.02) and acc.high < 0
+    # the stderr margin of two independent runs (2 · √2 · 0.011) would have called it noise
+    assert abs(acc.delta) < noise_margin(before.mean(), 0.011, 0.011)
+    assert "paired p =" in to_markdown(comparison) and "McNemar" in to_markdown(comparison)
+
+
+def test_noise_in_both_directions_is_no_regression_even_when_it_nets_a_loss(store):
+    before = two_thousand(0.6)
+    after = before.copy()
+    right, wrong = np.flatnonzero(before == 1), np.flatnonzero(before == 0)
+    after[right[:30]], after[wrong[:22]] = 0.0, 1.0  # 52 items flip, net 8 lost (0.4 points, beyond the 1% tolerance)
+    store.record(with_acc_items(wanda("before", 0, quality=0.8), before))
+    store.record(with_acc_items(wanda("after", 1, quality=0.8), after))
+    acc = by_metric(compare_runs(store, "before", "after"))["acc"]
+    assert acc.verdict == "within noise" and acc.p_value > 0.05
+
+
+def test_runs_without_items_fall_back_to_the_noise_margin_and_say_so(store):
+    store.record(wanda("before", 0, quality=0.8))
+    store.record(with_acc_items(wanda("after", 1, quality=0.8), two_thousand(0.4)))
+    comparison = compare_runs(store, "before", "after")
+    assert {change.decided_by for change in comparison.changes} == {"noise margin"}
+    assert any("noise margin, not the paired test: no per-item scores in the baseline" in note for note in comparison.notes)
+    assert "noise margin (runs without per-item scores)" in to_markdown(comparison)
+
+
+def test_runs_scored_on_other_items_fall_back_and_name_the_difference(store):
+    store.record(with_acc_items(wanda("before", 0, quality=0.8), two_thousand(0.6)[:1500]))
+    store.record(with_acc_items(wanda("after", 1, quality=0.8), two_thousand(0.6)))
+    comparison = compare_runs(store, "before", "after")
+    assert by_metric(comparison)["acc"].decided_by == "noise margin"
+    assert any("scored on other items" in note and "500 only in 'candidate'" in note for note in comparison.notes)
