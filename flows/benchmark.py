@@ -93,7 +93,7 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
 
     branches = []
-    for study in config.studies:
+    for study in (seeded for listed in config.studies for seeded in per_seed(listed)):
         with tags(f"model:{study.model.label}"):
             inputs = study_stages(study, image_root, workdir, cache_dir)
         branches += [
@@ -120,6 +120,21 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
         return Completed(name=REGRESSED, message=f"{outcome.n_worse} result(s) worse than the previous run",
                          data=f"{markdown}\n\n{outcome.markdown}")
     return markdown
+
+
+def per_seed(study: StudySpec) -> list[StudySpec]:
+    """The study once per calibration seed (`calibration.seeds`): every method with the first seed, and
+    with each further seed the methods that read calibration data (the others would only repeat
+    themselves: same checkpoint, same scores). One study, as it is, without `seeds`."""
+    draws = study.calibration.per_seed()
+    if len(draws) == 1:
+        return [study]
+    seeded = []
+    for index, calibration in enumerate(draws):
+        methods = study.methods if index == 0 else [method for method in study.methods if needs_calibration(method)]
+        if methods:
+            seeded.append(study.model_copy(update={"calibration": calibration, "methods": methods}))
+    return seeded
 
 
 def fix_code_digests() -> None:

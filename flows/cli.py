@@ -264,7 +264,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     for study in config.studies:
-        print(f"{study.model.source}: {len(study.methods)} method(s) on {', '.join(study.eval.suites)}")
+        seeds = f", calibration seeds {', '.join(map(str, study.calibration.seeds))}" if study.calibration.seeds else ""
+        print(f"{study.model.source}: {len(study.methods)} method(s) on {', '.join(study.eval.suites)}{seeds}")
         for method in study.methods:
             print(f"  {method.method_id}  {method.label}")
     print(f"{args.config}: ok")

@@ -91,6 +91,27 @@ class CalibrationSpec(Spec):
     seq_len: int = Field(256, gt=1)
     seed: int = 0
     batch_size: int = Field(8, gt=0)
+    # Several calibration draws: each method that reads calibration data runs once per seed, and reports
+    # show the mean and sd across them. Not a parameter of any run (each run has its `seed`), so it is
+    # left out of dumps, hashes and cache keys.
+    seeds: list[int] | None = Field(None, min_length=1, exclude=True,
+                                    description="run each calibrated method once per seed (e.g. [0, 1, 2])")
+
+    @model_validator(mode="after")
+    def _seed_or_seeds(self) -> "CalibrationSpec":
+        if self.seeds is None:
+            return self
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must differ, got {self.seeds}")
+        if "seed" in self.model_fields_set and self.seed != self.seeds[0]:
+            raise ValueError(f"give seed or seeds, not both (seed {self.seed}, seeds {self.seeds})")
+        if self.seed != self.seeds[0]:
+            object.__setattr__(self, "seed", self.seeds[0])  # the first draw is the one a single run would use
+        return self
+
+    def per_seed(self) -> list["CalibrationSpec"]:
+        """This calibration once per seed (one entry without `seeds`), each a single draw."""
+        return [self.model_copy(update={"seed": seed, "seeds": None}) for seed in self.seeds or [self.seed]]
 
 
 class FinetuneSpec(Spec):

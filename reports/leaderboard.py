@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from reports.statistics import (
-    ALPHA, across_seeds, aggregation, item_scores, metric_interval, paired_retention, tied_with_best,
-)  # fmt: skip
+from reports.statistics import across_seeds, aggregation, column_statistics, item_scores
 from reports.store import ResultStore
 from reports.tables import MISSING, markdown_table, number, percent, text_table
 
@@ -147,43 +144,44 @@ def with_statistics(store: ResultStore, rows: Sequence[LeaderboardRow], dense_ru
         columns.setdefault((row.model, row.suite, row.metric), []).append(row)
     updates: dict[tuple[str, str, str], dict[str, Any]] = {}
     for (model, suite, metric), column in columns.items():
-        how = aggregation(metric)
-        dense = items.get((dense_runs.get(model), suite, metric))
-        scored = {}
-        for row in column:
-            own = items.get((row.run_id, suite, metric))
-            if not own:
-                continue
-            scores = item_scores(own)
-            interval = metric_interval(scores, how)
-            update = dict(n_items=interval.n_items, low=interval.low, high=interval.high)
-            if dense and row.method_name != DENSE and own.keys() == dense.keys() and row.retention is not None:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    paired = paired_retention(scores, item_scores(dense), how)
-                if math.isfinite(paired.low) and math.isfinite(paired.high):
-                    update |= dict(retention_low=paired.low, retention_high=paired.high)
-            updates[(row.run_id, suite, metric)] = update
-            if row.method_name != DENSE and not math.isnan(row.value):
-                scored[row.run_id] = (row, own)
-        for key, update in _versus_best(scored, suite, metric, how).items():
-            updates.setdefault(key, {}).update(update)
+        updates |= {(run_id, suite, metric): update for run_id, update in _column_statistics(column, items, dense_runs.get(model)).items()}
     return [row.model_copy(update=updates.get((row.run_id, row.suite, row.metric), {})) for row in rows]
 
 
-def _versus_best(scored: dict[str, tuple[LeaderboardRow, dict]], suite: str, metric: str, how) -> dict:
-    """best / tied / worse for the non-dense runs of one column scored on the best run's items."""
-    if len(scored) < 2:
+def _column_statistics(column: list[LeaderboardRow], items: dict, dense_run: str | None) -> dict[str, dict[str, Any]]:
+    """run_id -> the statistics fields of its row, for one (model, suite, metric). The runs scored on the
+    dense run's items (or, without them, on the first scored run's) share one paired bootstrap; a run
+    scored on other items gets its own interval, and neither a retention interval nor a tie."""
+    suite, metric = column[0].suite, column[0].metric
+    by_run = {row.run_id: row for row in column}
+    scored = {run: items[(run, suite, metric)] for run in by_run if items.get((run, suite, metric))}
+    dense_items = items.get((dense_run, suite, metric))
+    if dense_items:
+        scored = {dense_run: dense_items, **scored}  # the baseline, also when the filters left its rows out
+    if not scored:
         return {}
-    best = max(scored, key=lambda run: _oriented(scored[run][0]))
-    items = scored[best][1].keys()
-    paired = {run: item_scores(own) for run, (_, own) in scored.items() if own.keys() == items}
-    if len(paired) < 2:
-        return {}
-    ties = tied_with_best(paired, best, how, alpha=ALPHA)
-    return {
-        (run, suite, metric): {"versus_best": "best" if run == best else "tied" if run in ties.tied else "worse"}
-        for run in paired
-    }
+    reference = next(iter(scored.values())).keys()
+    groups = [[run for run, own in scored.items() if own.keys() == reference]]
+    groups += [[run] for run, own in scored.items() if own.keys() != reference]
+    updates: dict[str, dict[str, Any]] = {}
+    for runs in groups:
+        dense = dense_run if dense_run in runs and len(runs) > 1 else None
+        contenders = [run for run in runs if run != dense_run and not math.isnan(by_run[run].value)]
+        best = max(contenders, key=lambda run: _oriented(by_run[run])) if len(contenders) > 1 else None
+        compared = [run for run in runs if run == dense or best is None or run in contenders]
+        statistics = column_statistics({run: item_scores(scored[run]) for run in compared}, aggregation(metric), dense=dense, best=best)
+        for run in compared:
+            if run not in by_run:
+                continue
+            interval, kept = statistics.intervals[run], statistics.retention.get(run)
+            update: dict[str, Any] = dict(n_items=interval.n_items, low=interval.low, high=interval.high)
+            if kept is not None and by_run[run].retention is not None and math.isfinite(kept.low) and math.isfinite(kept.high):
+                update |= dict(retention_low=kept.low, retention_high=kept.high)
+            if statistics.ties is not None and run != dense_run:
+                ties = statistics.ties
+                update["versus_best"] = "best" if run == best else "tied" if run in ties.tied else "worse"
+            updates[run] = update
+    return updates
 
 
 def _oriented(row: LeaderboardRow) -> float:

@@ -37,8 +37,8 @@ from pruning.errors import PrunebenchError
 ALPHA = 0.05  # two-sided: 95% intervals, tests at 5%
 N_RESAMPLES = 2000
 SEED = 0
-# Resampled values held at once (per array): bounds memory for large suites, whatever n_resamples is.
-_RESAMPLED_VALUES_PER_BATCH = 2**22
+# Resampled values held at once: bounds memory for large suites and many runs, whatever n_resamples is.
+_RESAMPLED_VALUES_PER_BATCH = 2**24  # over all the arrays resampled together: 128 MiB of float64
 
 # How a run's per-item rows make its metric, as the harness aggregates them: the mean of the values
 # (accuracy; weights unused, every item counts once as in lm-eval), perplexity exp(-Σ value / Σ weight)
@@ -172,20 +172,6 @@ def item_scores(items: Mapping[Hashable, tuple[float, float | None]]) -> ItemSco
     )
 
 
-def metric_interval(scores: ItemScores, how: Aggregate, *, alpha: float = ALPHA, n_resamples: int = N_RESAMPLES,
-                    seed: int = SEED) -> Interval:  # fmt: skip
-    """A run's metric and its percentile-bootstrap interval: items resampled with replacement and the
-    metric recomputed from them (a perplexity from the resampled documents' sums)."""
-    arrays = _paired_arrays(scores.values, scores.weights)
-    estimate, low, high, _ = _paired_bootstrap(
-        lambda values, weights, axis=-1: aggregate(values, weights, how, axis)[np.newaxis], arrays,
-        nulls=(None,), alpha=alpha, n_resamples=n_resamples, seed=seed,
-    )  # fmt: skip
-    if np.all(arrays[0] == arrays[0][0]) and how == "mean":
-        low = high = estimate  # every item alike: no sampling variability (and no rounding around it)
-    return Interval(float(estimate[0]), float(low[0]), float(high[0]), arrays[0].size)
-
-
 # -- paired comparisons ------------------------------------------------------------------------
 
 
@@ -295,10 +281,83 @@ class TiesWithBest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     best: str
-    comparisons: dict[str, PairedComparison]  # every other run r as `paired_difference(best, r)`: r - best
+    comparisons: dict[str, PairedComparison]  # every other run r against the best: r - best
     adjusted_p: dict[str, float]  # the comparisons' p-values after the multiple-comparison correction
     correction: Literal["holm", "none"]
     tied: frozenset[str]  # the runs whose adjusted p is not below alpha, and the best itself
+
+
+class ColumnStatistics(BaseModel):
+    """Everything a leaderboard column (one suite's metric, several runs on the same items) needs, from
+    one paired bootstrap: the same resampled items for every run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intervals: dict[str, Interval]  # each run's metric and its interval
+    retention: dict[str, PairedComparison]  # each run but the dense one against it (`paired_retention`)
+    ties: TiesWithBest | None  # among the runs but the dense one, when a best was named and two are compared
+
+
+def column_statistics(runs: Mapping[str, ItemScores], how: Aggregate, *, dense: str | None = None,
+                      best: str | None = None, alpha: float = ALPHA, correction: Literal["holm", "none"] = "holm",
+                      n_resamples: int = N_RESAMPLES, seed: int = SEED) -> ColumnStatistics:  # fmt: skip
+    """Each run's interval, retention against `dense` and the ties with `best` (see `tied_with_best`),
+    from one bootstrap: every row (a run's metric, a retention, a difference from the best) is a row of
+    one vectorised statistic, so scipy resamples the items once for all of them. Percentile intervals;
+    p-values as in `mean_difference`/`paired_retention` (McNemar's exact test for 0/1 outcomes)."""
+    names = list(runs)
+    for name in (dense, best):
+        if name is not None and name not in runs:
+            raise KeyError(f"run {name!r} is not among the runs ({', '.join(names)})")
+    contenders = [name for name in names if name != dense]
+    pruned = contenders if dense is not None else []
+    others = [name for name in contenders if name != best] if best is not None else []
+    binary = _binary(*(runs[name].values for name in names))
+    if others and correction == "holm" and (how != "mean" or not binary):
+        # Enough resamples that the smallest bootstrap p, 2 / (B + 1), is half Holm's strictest level alpha / m.
+        n_resamples = max(n_resamples, math.ceil(4 * len(others) / alpha))
+    weighted = how != "mean"  # a mean needs no weights: half the arrays to resample
+    arrays = _paired_arrays(*(array for name in names for array in ((runs[name].values, runs[name].weights) if weighted else (runs[name].values,))))
+    index = {name: position for position, name in enumerate(names)}
+
+    def rows(*resampled, axis=-1):
+        metric = [
+            aggregate(resampled[2 * k] if weighted else resampled[k], resampled[2 * k + 1] if weighted else resampled[k], how, axis)
+            for k in range(len(names))
+        ]  # fmt: skip
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kept = [metric[index[name]] / metric[index[dense]] if how == "mean" else metric[index[dense]] / metric[index[name]]
+                    for name in pruned]  # fmt: skip
+        differences = [metric[index[name]] - metric[index[best]] for name in others]
+        return np.stack([*metric, *kept, *differences])
+
+    nulls = (None,) * len(names) + (1.0,) * len(pruned) + (0.0,) * len(others)
+    estimate, low, high, p_bootstrap = _paired_bootstrap(rows, arrays, nulls=nulls, alpha=alpha, n_resamples=n_resamples, seed=seed)
+    n_items = arrays[0].size
+
+    def comparison(row: int, null: float, p_value: float, test: str = "bootstrap") -> PairedComparison:
+        return PairedComparison(estimate=estimate[row], low=low[row], high=high[row], null=null, p_value=p_value,
+                                n_items=n_items, method=_method(n_resamples, seed, test), alpha=alpha)  # fmt: skip
+
+    intervals = {name: Interval(float(estimate[k]), float(low[k]), float(high[k]), n_items) for k, name in enumerate(names)}
+    if how == "mean":  # every item alike: no sampling variability, and no rounding around it
+        intervals |= {name: Interval(*([intervals[name].estimate] * 3), n_items) for name in names if np.all(runs[name].values == runs[name].values[0])}
+    retention = {name: comparison(len(names) + k, 1.0, p_bootstrap[len(names) + k]) for k, name in enumerate(pruned)}
+    ties = None
+    if others:
+        offset = len(names) + len(pruned)
+        comparisons = {}
+        for k, name in enumerate(others):
+            if how == "mean" and binary:
+                comparisons[name] = comparison(offset + k, 0.0, mcnemar_p_value(runs[best].values, runs[name].values), "McNemar exact")
+            else:
+                comparisons[name] = comparison(offset + k, 0.0, p_bootstrap[offset + k])
+        p_values = np.array([comparisons[name].p_value for name in others])
+        adjusted = holm_adjusted(p_values) if correction == "holm" else p_values
+        adjusted_p = {name: float(p) for name, p in zip(others, adjusted)}
+        tied = frozenset([best, *(name for name in others if adjusted_p[name] >= alpha)])
+        ties = TiesWithBest(best=best, comparisons=comparisons, adjusted_p=adjusted_p, correction=correction, tied=tied)
+    return ColumnStatistics(intervals=intervals, retention=retention, ties=ties)
 
 
 def tied_with_best(runs: Mapping[str, ItemScores], best: str, how: Aggregate, *, alpha: float = ALPHA,
@@ -316,20 +375,10 @@ def tied_with_best(runs: Mapping[str, ItemScores], best: str, how: Aggregate, *,
     """
     if best not in runs:
         raise KeyError(f"best run {best!r} is not among the runs ({', '.join(runs)})")
-    others = [name for name in runs if name != best]
-    bootstrap_p = how != "mean" or not _binary(*(runs[name].values for name in runs))
-    if bootstrap_p and correction == "holm" and others:
-        # Enough resamples that the smallest bootstrap p, 2 / (B + 1), is half Holm's strictest level alpha / m.
-        n_resamples = max(n_resamples, math.ceil(4 * len(others) / alpha))
-    comparisons = {
-        name: paired_difference(runs[best], runs[name], how, alpha=alpha, n_resamples=n_resamples, seed=seed)
-        for name in others
-    }
-    p_values = np.array([comparisons[name].p_value for name in others])
-    adjusted = holm_adjusted(p_values) if correction == "holm" else p_values
-    adjusted_p = {name: float(p) for name, p in zip(others, adjusted)}
-    tied = frozenset([best, *(name for name in others if adjusted_p[name] >= alpha)])
-    return TiesWithBest(best=best, comparisons=comparisons, adjusted_p=adjusted_p, correction=correction, tied=tied)
+    if len(runs) == 1:
+        return TiesWithBest(best=best, comparisons={}, adjusted_p={}, correction=correction, tied=frozenset([best]))
+    column = column_statistics(runs, how, best=best, alpha=alpha, correction=correction, n_resamples=n_resamples, seed=seed)
+    return column.ties
 
 
 def holm_adjusted(p_values: ArrayLike) -> np.ndarray:
@@ -384,7 +433,7 @@ def _paired_bootstrap(
     n_items = arrays[0].size
     result = stats.bootstrap(
         arrays, statistic, paired=True, vectorized=True, n_resamples=n_resamples, method="percentile",
-        confidence_level=1 - alpha, batch=max(1, _RESAMPLED_VALUES_PER_BATCH // n_items),
+        confidence_level=1 - alpha, batch=max(1, _RESAMPLED_VALUES_PER_BATCH // (n_items * len(arrays))),
         rng=np.random.default_rng(seed),
     )  # fmt: skip
     estimate = statistic(*arrays, axis=-1)

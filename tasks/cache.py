@@ -5,6 +5,10 @@ That code is the closure of project modules the task's module imports (every `im
 packages those modules import, with the distributions they require, at their installed versions.
 So editing `tasks/calibration.py` recomputes the stages that import it and no other; editing
 `reports/` recomputes nothing; upgrading lm-eval recomputes the stages whose closure imports it.
+
+A module that reads an installed package's files without importing it (a corpus built from the
+docstrings of NLTK's sources) names the packages in a module-level `READS_PACKAGES = ("nltk", ...)`
+of string literals; they count as imported.
 """
 
 from __future__ import annotations
@@ -124,6 +128,7 @@ class CodeClosure(CachePolicy):
                 named |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import submodule`
             elif _literal_import_module(node):
                 named.add(node.args[0].value)
+        named |= _declared_reads(tree)
         project, external = set(), set()
         for name in named:
             top = name.split(".")[0]
@@ -152,6 +157,16 @@ def _absolute(module: str | None, level: int, package: str) -> str:
         return module or ""
     base = package.rsplit(".", level - 1)[0] if level > 1 else package
     return f"{base}.{module}" if module else base
+
+
+def _declared_reads(tree: ast.Module) -> set[str]:
+    """The packages a module-level `READS_PACKAGES = (...)` (annotated or not) names as string literals."""
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id == "READS_PACKAGES" and isinstance(value, (ast.Tuple, ast.List)):
+            return {element.value for element in value.elts if isinstance(element, ast.Constant) and isinstance(element.value, str)}
+    return set()
 
 
 def _literal_import_module(node: ast.AST) -> bool:

@@ -26,7 +26,9 @@ from typing import Iterable, Iterator, Mapping, Sequence
 from evals.corpora.splits import Document, split_documents
 from pruning.errors import SuiteError
 
-PACKAGES: tuple[str, ...] = ("networkx", "nltk", "sympy")
+# The installed packages whose files are this corpus. They are read, never imported, so tasks/cache.py
+# learns of them from this name (a stage that builds suites from them is keyed on their versions).
+READS_PACKAGES: tuple[str, ...] = ("networkx", "nltk", "sympy")
 # numpydoc / SymPy / Google-style sections whose paragraphs are prose; every other section is not.
 PROSE_SECTIONS = frozenset({"notes", "note", "explanation", "extended summary", "description"})
 MIN_PROSE_WORDS = 3  # "Return the transpose." is a sentence; a shorter line is a heading or a stub
@@ -198,7 +200,7 @@ def _splits_of_packages(versions: tuple[tuple[str, str], ...]) -> Mapping[str, t
     return {name: tuple(document.text for document in docs) for name, docs in split_documents(documents).items()}
 
 
-def source_versions(packages: Sequence[str] = PACKAGES) -> tuple[tuple[str, str], ...]:
+def source_versions(packages: Sequence[str] = READS_PACKAGES) -> tuple[tuple[str, str], ...]:
     """(package, installed version) of each source package; a missing one is refused with what to do."""
     for package in packages:
         package_root(package)

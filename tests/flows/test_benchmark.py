@@ -160,10 +160,17 @@ def test_a_worse_result_than_last_time_ends_the_flow_regressed(smoke_run, tmp_pa
     database.write_bytes((tmp / "results.duckdb").read_bytes())
 
     def wanda_did_far_better_last_time() -> None:
+        # its results and its items alike (compare tests item by item): every answer right, and every
+        # document ln 10 nats more likely per word, so its perplexities a tenth
+        wanda_runs = "SELECT run_id FROM runs WHERE method_label = 'wanda 50%'"
         with duckdb.connect(str(database)) as connection:
             connection.execute(
                 "UPDATE results SET value = CASE WHEN higher_is_better THEN 1.0 ELSE value / 10 END "
-                "WHERE run_id IN (SELECT run_id FROM runs WHERE method_label = 'wanda 50%')"
+                f"WHERE run_id IN ({wanda_runs})"
+            )
+            connection.execute(
+                "UPDATE item_scores SET value = CASE WHEN metric LIKE 'acc%' THEN 1.0 ELSE value + coalesce(weight, 1) * ln(10) END "
+                f"WHERE run_id IN ({wanda_runs})"
             )
 
     wanda_did_far_better_last_time()
@@ -179,3 +186,14 @@ def test_a_worse_result_than_last_time_ends_the_flow_regressed(smoke_run, tmp_pa
     wanda_did_far_better_last_time()
     gated = prunebench("run", str(config), "--database", str(database), "--fail-on-regression")
     assert gated.returncode == 1 and "flow run state Regressed" in gated.stderr, gated.stderr[-3000:]
+
+
+def test_calibration_seeds_run_calibrated_methods_once_each_and_report_their_spread(smoke_run, tmp_path, cache_dir):
+    config = smoke_config(tmp_path, cache_dir, calibration={"n_samples": 4, "seq_len": 64, "batch_size": 4, "seeds": [0, 1]},
+                          methods=[{"name": "dense"}, {"name": "wanda", "sparsity": 0.5}])  # fmt: skip
+    result = prunebench("run", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(query(tmp_path / "results.duckdb", "SELECT method_label, seed FROM runs"))
+    assert runs == [("dense", 0), ("wanda 50%", 0), ("wanda 50%", 1)]  # dense reads no calibration: once
+    wanda = next(line for line in result.stdout.splitlines() if line.startswith("| wanda 50%"))
+    assert "2 seeds" in wanda and "[" in wanda  # the spread over the seeds, beside each value's interval

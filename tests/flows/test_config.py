@@ -192,3 +192,32 @@ def test_primary_metrics_name_evaluated_suites_and_leave_hashes_alone(tmp_path):
     with pytest.raises(ConfigError, match=r"studies\.0\.eval\.primary_metrics: Value error, suite 'hellaswag' is not evaluated"):
         load_config(write(tmp_path, VALID.replace("eval: {suites: [jargon_ppl]}",
                                                   "eval: {suites: [jargon_ppl], primary_metrics: {hellaswag: acc}}")))  # fmt: skip
+
+
+def test_calibration_seeds_run_each_calibrated_method_once_per_seed(tmp_path):
+    from flows.benchmark import per_seed
+
+    text = VALID.replace("    methods:", "    calibration: {seeds: [3, 1, 2]}\n    methods:").replace(
+        "      - name: dense", "      - name: dense\n      - {name: magnitude, sparsity: 0.5}")
+    study = load_config(write(tmp_path, text)).studies[0]
+    assert study.calibration.seed == 3  # the first draw is what a single run would use
+    seeded = per_seed(study)
+    assert [s.calibration.seed for s in seeded] == [3, 1, 2]
+    assert [[m.name for m in s.methods] for s in seeded] == [["dense", "magnitude", "wanda"], ["wanda"], ["wanda"]]
+    assert all(s.calibration.seeds is None for s in seeded)
+    # seeds are no parameter of a run: a study with seeds [3, ...] hashes as the single draw 3
+    assert spec_hash(study.calibration) == spec_hash(seeded[0].calibration)
+    assert per_seed(load_config(write(tmp_path, VALID)).studies[0])[0].calibration.seed == 0
+
+
+@pytest.mark.parametrize(
+    "calibration, expected",
+    [
+        ("{seeds: [0, 0]}", "seeds must differ"),
+        ("{seeds: []}", "List should have at least 1 item"),
+        ("{seed: 4, seeds: [0, 1]}", "give seed or seeds, not both"),
+    ],
+)
+def test_bad_calibration_seeds_are_refused(tmp_path, calibration, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, VALID.replace("    methods:", f"    calibration: {calibration}\n    methods:")))

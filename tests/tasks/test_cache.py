@@ -123,3 +123,19 @@ def test_no_cached_task_of_the_real_tree_depends_on_reports_and_calibration_sees
     assert {"tasks.calibration", "pruning.calibration", "tasks.cache"} <= set(closures["calibration_set"])
     # the harnesses reach the evaluation stage, not the pruning stages
     assert "lm-eval" in CODE.packages("tasks.evaluate") and "lm-eval" not in CODE.packages("tasks.prune")
+
+
+def test_packages_a_module_reads_without_importing_count_as_imported(project):
+    (project / "pruning" / "corpus.py").write_text(
+        'READS_PACKAGES: tuple[str, ...] = ("duckdb",)  # its files are read, never imported\n\n\n'
+        "def windows(text):\n    return text.split()\n"
+    )
+    installed = dict(installed_versions())
+    before = keys(project, installed)
+    assert changed(before, keys(project, {**installed, "duckdb": "99.0"})) == {"tasks.calibration", "tasks.prune", "tasks.evaluate"}
+
+
+def test_the_suite_stage_is_keyed_on_the_packages_its_docstring_corpus_reads():
+    from tasks.cache import CODE
+
+    assert {"nltk", "networkx", "sympy"} <= set(CODE.packages("tasks.suites"))

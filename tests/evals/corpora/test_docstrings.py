@@ -8,7 +8,7 @@ import importlib.metadata
 import pytest
 
 from evals.corpora import SPLITS, corpus_documents
-from evals.corpora.docstrings import PACKAGES, documents_of_sources, module_docstrings, package_root, prose_paragraphs
+from evals.corpora.docstrings import READS_PACKAGES, documents_of_sources, module_docstrings, package_root, prose_paragraphs
 from evals.corpora.splits import SPLIT_SHARES, Document
 from flows.environment import read_lock
 from pruning.errors import SuiteError
@@ -139,7 +139,7 @@ def splits(cache_dir) -> dict[str, list[str]]:
 def test_the_packages_are_pinned_by_the_lock():
     """What makes the corpus the same on every machine: the same files, from the same locked versions."""
     pinned = read_lock()
-    for package in PACKAGES:
+    for package in READS_PACKAGES:
         assert importlib.metadata.version(package) == pinned[package]
 
 
@@ -158,7 +158,7 @@ def test_real_corpus_sizes_and_sources(splits):
     assert total > 150_000
     for split, share in SPLIT_SHARES:
         assert words[split] / total == pytest.approx(share, abs=0.08)
-    assert {text.split(".", 1)[0].split("\n", 1)[0] for text in splits["test"]} == set(PACKAGES)
+    assert {text.split(".", 1)[0].split("\n", 1)[0] for text in splits["test"]} == set(READS_PACKAGES)
     for text in splits["test"]:
         assert ">>>" not in text and "`" not in text and "$" not in text and ":param" not in text
 
