@@ -11,7 +11,10 @@ from reports.statistics import (
     ItemMismatchError,
     ItemScores,
     across_seeds,
+    aggregate,
+    aggregation,
     align_items,
+    column_statistics,
     holm_adjusted,
     mcnemar_p_value,
     mean_difference,
@@ -186,3 +189,35 @@ def test_mean_and_sd_across_seeds():
     spread = across_seeds([1.0, 2.0, 3.0, 4.0])
     assert spread.mean == 2.5 and spread.sd == pytest.approx(math.sqrt(5 / 3)) and spread.n_seeds == 4
     assert across_seeds([0.7]).sd is None
+
+
+def test_one_column_bootstrap_gives_every_interval_retention_and_tie():
+    dense = documents(seed=1)
+    runs = {
+        "dense": dense,
+        "close": ItemScores(values=dense.values * 1.01, weights=dense.weights),
+        "far": ItemScores(values=dense.values * 1.3, weights=dense.weights),
+    }
+    column = column_statistics(runs, "perplexity", dense="dense", best="close")
+    for name, scores in runs.items():
+        interval = column.intervals[name]
+        assert interval.estimate == pytest.approx(perplexity(scores.values, scores.weights))
+        assert interval.low < interval.estimate < interval.high
+    alone = paired_retention(runs["far"], dense, "perplexity")
+    assert column.retention["far"].estimate == pytest.approx(alone.estimate)
+    assert column.retention["far"].high < 1 and "dense" not in column.retention
+    assert column.ties.tied == {"close"} and column.ties.comparisons["far"].significant
+    # the same ties as asking for them alone
+    assert tied_with_best({k: v for k, v in runs.items() if k != "dense"}, "close", "perplexity").tied == {"close"}
+
+
+def test_a_column_of_identical_outcomes_has_a_point_interval():
+    column = column_statistics({"a": ItemScores(np.ones(50), np.ones(50))}, "mean")
+    assert column.intervals["a"] == (1.0, 1.0, 1.0, 50) and column.ties is None
+
+
+def test_the_aggregation_of_each_metric_is_the_harness_s():
+    assert [aggregation(m) for m in ("acc", "acc_norm", "exact_match/strict-match", "word_perplexity", "byte_perplexity",
+                                     "perplexity", "bits_per_byte")] == ["mean"] * 3 + ["perplexity"] * 3 + ["bits_per_byte"]
+    loglik, nbytes = np.array([-10.0, -30.0]), np.array([20.0, 20.0])
+    assert aggregate(loglik, nbytes, "bits_per_byte") == pytest.approx(1.0 / math.log(2))  # 40 nats over 40 bytes
