@@ -234,20 +234,8 @@ def paired_retention(run: ItemScores, dense: ItemScores, how: Aggregate, *, alph
     """Retention vs dense with its interval, items resampled jointly: run / dense for a mean (higher is
     better), dense / run for perplexity (lower is better); 1 is "as good as dense" either way (the
     definition of `reports.leaderboard.retention`). The p-value is the bootstrap's, against 1."""
-    arrays = _paired_arrays(run.values, run.weights, dense.values, dense.weights)
-
-    def retention(run_values, run_weights, dense_values, dense_weights, axis=-1):
-        run_metric = aggregate(run_values, run_weights, how, axis)
-        dense_metric = aggregate(dense_values, dense_weights, how, axis)
-        return (run_metric / dense_metric if how == "mean" else dense_metric / run_metric)[np.newaxis]
-
-    estimate, low, high, p_value = _paired_bootstrap(
-        retention, arrays, nulls=(1.0,), alpha=alpha, n_resamples=n_resamples, seed=seed
-    )
-    return PairedComparison(
-        estimate=estimate[0], low=low[0], high=high[0], null=1.0, p_value=p_value[0], n_items=arrays[0].size,
-        method=_method(n_resamples, seed, "bootstrap"), alpha=alpha,
-    )  # fmt: skip
+    column = column_statistics({"run": run, "dense": dense}, how, dense="dense", alpha=alpha, n_resamples=n_resamples, seed=seed)
+    return column.retention["run"]
 
 
 def paired_difference(a: ItemScores, b: ItemScores, how: Aggregate, *, alpha: float = ALPHA,
@@ -258,18 +246,8 @@ def paired_difference(a: ItemScores, b: ItemScores, how: Aggregate, *, alpha: fl
         return mean_difference(a.values, b.values, alpha=alpha, n_resamples=n_resamples, seed=seed)
     if how == "perplexity":
         return perplexity_change(a, b, alpha=alpha, n_resamples=n_resamples, seed=seed).difference
-    arrays = _paired_arrays(a.values, a.weights, b.values, b.weights)
-
-    def difference(a_values, a_weights, b_values, b_weights, axis=-1):
-        return (aggregate(b_values, b_weights, how, axis) - aggregate(a_values, a_weights, how, axis))[np.newaxis]
-
-    estimate, low, high, p_value = _paired_bootstrap(
-        difference, arrays, nulls=(0.0,), alpha=alpha, n_resamples=n_resamples, seed=seed
-    )
-    return PairedComparison(
-        estimate=estimate[0], low=low[0], high=high[0], null=0.0, p_value=p_value[0], n_items=arrays[0].size,
-        method=_method(n_resamples, seed, "bootstrap"), alpha=alpha,
-    )  # fmt: skip
+    column = column_statistics({"a": a, "b": b}, how, best="a", correction="none", alpha=alpha, n_resamples=n_resamples, seed=seed)
+    return column.ties.comparisons["b"]
 
 
 # -- several runs ------------------------------------------------------------------------------
