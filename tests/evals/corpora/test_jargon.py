@@ -178,14 +178,6 @@ def splits(cache_dir) -> dict[str, list[str]]:
     return {split: corpus_documents("jargon", split, cache_dir) for split in SPLITS}
 
 
-def test_real_corpus_splits_are_disjoint_in_documents_and_text(splits):
-    titles = {split: {text.split("\n\n", 1)[0] for text in docs} for split, docs in splits.items()}
-    paragraphs = {split: {p for text in docs for p in text.split("\n\n")[1:]} for split, docs in splits.items()}
-    for one, other in [("calibration", "test"), ("calibration", "train"), ("train", "test")]:
-        assert not titles[one] & titles[other]
-        assert not paragraphs[one] & paragraphs[other]
-
-
 def test_real_corpus_split_shares_and_cleanliness(splits):
     words = {split: sum(len(text.split()) for text in docs) for split, docs in splits.items()}
     total = sum(words.values())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from evals.corpora import SPLITS
+import pytest
+
+from evals.corpora import SPLITS, corpus_documents
 from evals.corpora.splits import Document, split_documents, split_of
 
 
@@ -26,3 +28,13 @@ def test_a_paragraph_in_several_splits_stays_only_in_test():
     assert [p for d in splits["test"] for p in d.paragraphs] == [shared, "Own text of test."]
     assert [p for d in splits["calibration"] for p in d.paragraphs] == ["Own text of calibration."]
     assert [p for d in splits["train"] for p in d.paragraphs] == ["Own text of train."]
+
+
+@pytest.mark.parametrize("corpus", ["jargon", "docstrings"])
+def test_real_corpus_splits_are_disjoint_in_documents_and_text(corpus, cache_dir):
+    splits = {split: corpus_documents(corpus, split, cache_dir) for split in SPLITS}
+    titles = {split: {text.split("\n\n", 1)[0] for text in docs} for split, docs in splits.items()}
+    paragraphs = {split: {p for text in docs for p in text.split("\n\n")[1:]} for split, docs in splits.items()}
+    for one, other in [("calibration", "test"), ("calibration", "train"), ("train", "test")]:
+        assert not titles[one] & titles[other]
+        assert not paragraphs[one] & paragraphs[other]
