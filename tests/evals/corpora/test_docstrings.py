@@ -9,7 +9,7 @@ import pytest
 
 from evals.corpora import SPLITS, corpus_documents
 from evals.corpora.docstrings import READS_PACKAGES, documents_of_sources, module_docstrings, package_root, prose_paragraphs
-from evals.corpora.splits import SPLIT_SHARES, Document
+from evals.corpora.splits import Document
 from flows.environment import read_lock
 from pruning.errors import SuiteError
 
@@ -147,12 +147,7 @@ def test_a_title_is_one_document(splits):
     assert all(len(docs) == len({text.split("\n\n", 1)[0] for text in docs}) for docs in splits.values())
 
 
-def test_real_corpus_sizes_and_sources(splits):
-    words = {split: sum(len(text.split()) for text in docs) for split, docs in splits.items()}
-    total = sum(words.values())
-    assert total > 150_000
-    for split, share in SPLIT_SHARES:
-        assert words[split] / total == pytest.approx(share, abs=0.08)
+def test_real_corpus_sources(splits):
     assert {text.split(".", 1)[0].split("\n", 1)[0] for text in splits["test"]} == set(READS_PACKAGES)
     for text in splits["test"]:
         assert ">>>" not in text and "`" not in text and "$" not in text and ":param" not in text

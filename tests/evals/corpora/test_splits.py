@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evals.corpora import SPLITS, corpus_documents
-from evals.corpora.splits import Document, split_documents, split_of
+from evals.corpora.splits import SPLIT_SHARES, Document, split_documents, split_of
 
 
 def test_document_text_is_title_then_paragraphs():
@@ -30,9 +30,13 @@ def test_a_paragraph_in_several_splits_stays_only_in_test():
     assert [p for d in splits["train"] for p in d.paragraphs] == ["Own text of train."]
 
 
-@pytest.mark.parametrize("corpus", ["jargon", "docstrings"])
-def test_real_corpus_splits_are_disjoint_in_documents_and_text(corpus, cache_dir):
+@pytest.mark.parametrize("corpus, min_words, tolerance", [("jargon", 200_000, 0.06), ("docstrings", 150_000, 0.08)])
+def test_real_corpus_splits_have_their_shares_and_are_disjoint_in_documents_and_text(corpus, min_words, tolerance, cache_dir):
     splits = {split: corpus_documents(corpus, split, cache_dir) for split in SPLITS}
+    words = {split: sum(len(text.split()) for text in docs) for split, docs in splits.items()}
+    assert sum(words.values()) > min_words
+    for split, share in SPLIT_SHARES:
+        assert words[split] / sum(words.values()) == pytest.approx(share, abs=tolerance)
     titles = {split: {text.split("\n\n", 1)[0] for text in docs} for split, docs in splits.items()}
     paragraphs = {split: {p for text in docs for p in text.split("\n\n")[1:]} for split, docs in splits.items()}
     for one, other in [("calibration", "test"), ("calibration", "train"), ("train", "test")]:
