@@ -211,7 +211,7 @@ def forest_plot(
     label_width = 8 + 6.5 * min(44, max((len(row.label) for row in rows), default=8))
     slot, plot_width, legend_width = 20, 340, 150
     plot = _Plot(left=label_width, top=10, width=plot_width, height=slot * max(1, len(rows)),
-                 x_range=_padded(ticks, low, high), y_range=(len(rows), 0.0))  # fmt: skip
+                 x_range=_padded(ticks, low, high), y_range=(0.0, float(max(1, len(rows)))))  # fmt: skip
     height = plot.bottom + 46
     parts = [_open(plot.right + 16 + legend_width, height, f"{x_label} per method")]
     parts += plot.axes(ticks, [], x_format, plain_tick, x_label, "")
@@ -220,7 +220,7 @@ def forest_plot(
         parts.append(f'<line x1="{x:.1f}" y1="{plot.top}" x2="{x:.1f}" y2="{plot.bottom}" stroke="#888" '
                      f'stroke-dasharray="4 4"><title>{escape(reference_label)}</title></line>')  # fmt: skip
     for index, row in enumerate(rows):
-        y, colour = plot.y(index + 0.5), colours[row.group]
+        y, colour = plot.y(len(rows) - index - 0.5), colours[row.group]  # the first row on top
         shown = row.label if len(row.label) <= 44 else row.label[:43] + "…"
         parts.append(f'<text x="{plot.left - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{escape(shown)}</text>')
         if row.low is not None and row.high is not None and math.isfinite(row.low) and math.isfinite(row.high):

@@ -56,3 +56,16 @@ def test_heatmap_colours_recorded_cells_only():
     assert sorted(rect.find("title").text for rect in cells) == ["0,1", "0,2", "1,2"]
     colours = {rect.find("title").text: rect.get("fill") for rect in cells}
     assert colours["0,1"] == svg.viridis(1.0) and colours["0,2"] == svg.viridis(0.0)  # scaled to the data's range
+
+
+def test_forest_plot_draws_each_estimate_on_its_own_row_with_its_interval():
+    rows = [svg.Estimate("first", "best", 0.99, 0.98, 1.0, "a"), svg.Estimate("second", "worse", 0.9, 0.85, 0.95, "b"),
+            svg.Estimate("no interval", "worse", 0.8, None, None, "c")]  # fmt: skip
+    root = parse(svg.forest_plot(rows, x_label="retention", reference=1.0, reference_label="dense"))
+    dots = root.findall("circle")
+    assert len(dots) == 3 and len(root.findall("path")) == 2  # whiskers only where there is an interval
+    heights = [float(dot.get("cy")) for dot in dots]
+    assert heights == sorted(heights) and len(set(heights)) == 3  # top to bottom in the given order
+    xs = [float(dot.get("cx")) for dot in dots]
+    assert xs[0] > xs[1] > xs[2]  # placed by value
+    assert dots[0].get("fill") != dots[1].get("fill") == dots[2].get("fill")  # coloured by group
