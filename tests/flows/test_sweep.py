@@ -77,6 +77,16 @@ def test_ratios_expand_every_method_with_the_field_and_nothing_else():
     assert expand_ratios(config) is config
 
 
+def test_a_swept_config_keeps_its_calibration_seeds():
+    config = ExperimentConfig.model_validate({
+        "name": "t",
+        "studies": [{"model": {"source": "packaged:smollm2-135m"}, "calibration": {"seeds": [2, 5]},
+                     "methods": [{"name": "wanda", "sparsity": 0.5}], "eval": {"suites": ["jargon_ppl"]}}],
+    })  # fmt: skip
+    swept = expand_ratios(config, sparsity=[0.3, 0.5])
+    assert swept.studies[0].calibration.seeds == [2, 5] and swept.studies[0].calibration.seed == 2
+
+
 def test_a_value_the_config_already_has_is_run_once():
     config = _config({"name": "wanda", "sparsity": 0.5}, {"name": "wanda", "sparsity": 0.6})
     swept = expand_ratios(config, sparsity=[0.5, 0.6])
