@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reports.statistics import across_seeds, aggregation, column_statistics, item_scores
+from reports.statistics import MIN_ITEMS, across_seeds, aggregation, column_statistics, item_scores
 from reports.store import ResultStore
 from reports.tables import MISSING, markdown_table, number, percent, text_table
 
@@ -165,6 +165,8 @@ def _column_statistics(column: list[LeaderboardRow], items: dict, dense_run: str
     groups += [[run] for run, own in scored.items() if own.keys() != reference]
     updates: dict[str, dict[str, Any]] = {}
     for runs in groups:
+        if len(scored[runs[0]]) < MIN_ITEMS:
+            continue
         dense = dense_run if dense_run in runs and len(runs) > 1 else None
         contenders = [run for run in runs if run != dense_run and not math.isnan(by_run[run].value)]
         best = max(contenders, key=lambda run: _oriented(by_run[run])) if len(contenders) > 1 else None

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pruning.errors import PrunebenchError
 from reports.records import ResultRow, RunRecord
-from reports.statistics import ALPHA, ItemMismatchError, aggregation, align_items, paired_difference
+from reports.statistics import ALPHA, MIN_ITEMS, ItemMismatchError, aggregation, align_items, paired_difference
 from reports.store import ResultStore
 from reports.tables import MISSING, markdown_table, number
 
@@ -269,6 +269,8 @@ def _paired(before: dict | None, after: dict | None, metric: str, alpha: float):
     if not before or not after:
         missing = " and ".join(side for side, items in (("baseline", before), ("candidate", after)) if not items)
         return None, f"no per-item scores in the {missing} (recorded before schema 6, or a metric without them)"
+    if min(len(before), len(after)) < MIN_ITEMS:
+        return None, f"fewer than {MIN_ITEMS} items, nothing to resample"
     try:
         aligned = align_items({"baseline": before, "candidate": after})
     except ItemMismatchError as error:

@@ -36,6 +36,7 @@ from pruning.errors import PrunebenchError
 
 ALPHA = 0.05  # two-sided: 95% intervals, tests at 5%
 N_RESAMPLES = 2000
+MIN_ITEMS = 2  # a bootstrap over fewer items has nothing to resample (scipy refuses it)
 SEED = 0
 # Resampled values held at once: bounds memory for large suites and many runs, whatever n_resamples is.
 _RESAMPLED_VALUES_PER_BATCH = 2**24  # over all the arrays resampled together: 128 MiB of float64
@@ -387,9 +388,9 @@ def across_seeds(values: ArrayLike) -> SeedSpread:
 def _paired_arrays(*arrays: ArrayLike) -> tuple[np.ndarray, ...]:
     arrays = tuple(np.asarray(array, dtype=float) for array in arrays)
     shapes = {array.shape for array in arrays}
-    if len(shapes) != 1 or arrays[0].ndim != 1 or arrays[0].size == 0:
-        raise ValueError(f"paired comparisons need non-empty 1-D arrays over the same items, got shapes "
-                         f"{[array.shape for array in arrays]}")  # fmt: skip
+    if len(shapes) != 1 or arrays[0].ndim != 1 or arrays[0].size < MIN_ITEMS:
+        raise ValueError(f"paired comparisons need 1-D arrays of at least {MIN_ITEMS} items, the same items in each, "
+                         f"got shapes {[array.shape for array in arrays]}")  # fmt: skip
     return arrays
 
 

@@ -322,3 +322,14 @@ def test_the_html_report_draws_retention_intervals(scored):
     page = to_html(report_sections(scored))
     assert page.count("<circle") >= 6  # 3 methods x 2 primary metrics
     assert "tied with the best" in page and "worse than the best" in page
+
+
+def test_a_suite_of_one_item_has_no_interval_and_breaks_nothing(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    for bundle, correct in ((run("d", "dense", "dense", 1, 1, 1), [1.0]), (run("w", "wanda", "wanda 50%", 1, 1, 1), [0.0])):
+        store.record(with_items(bundle, np.array(correct), np.array([-30.0]), np.array([10.0])))
+    rows = leaderboard(store)
+    assert rows and all(row.low is None and row.versus_best is None for row in rows)
+    from reports.regressions import compare_runs
+
+    assert {change.decided_by for change in compare_runs(store, "d", "w").changes} == {"noise margin"}
