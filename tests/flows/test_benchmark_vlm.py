@@ -72,7 +72,10 @@ def test_allocations_share_one_budget_over_vision_and_language_blocks(vlm_run):
         weighted_target = sum(r[2] * r[3] for r in rows) / total
         weighted_achieved = sum(r[2] * r[4] for r in rows) / total
         assert weighted_target == pytest.approx(0.5, abs=1e-6)
-        assert weighted_achieved == pytest.approx(0.5, abs=0.01)
+        # Wanda prunes floor(s × row width) weights per row, as the reference does: on this model's rows of
+        # 32 inputs a layer may fall up to 1/32 below its target (on real widths, 576 and up, < 0.2%)
+        assert all(target - 1 / 32 - 1e-9 <= achieved <= target + 1e-9 for *_, target, achieved, _ in rows)
+        assert weighted_achieved == pytest.approx(0.5, abs=1 / 32)
     stages = {row[0] for row in query(vlm_run, "SELECT s.stage FROM stages s JOIN runs r USING (run_id) WHERE r.method = 'ecoflap'")}
     assert {"scores", "calibration", "prune", "evaluate"} <= stages
 
