@@ -224,15 +224,28 @@ class WandaSpec(_Sparsity):
     name: Literal["wanda"]
 
 
+# How SparseGPT counts a column block's mask: exactly floor(n·s) weights, or, as the reference code
+# (IST-DASLab/sparsegpt, `fasterprune`), every weight scoring <= the score at sorted index floor(n·s)
+SparseGPTMaskRule = Literal["exact", "reference"]
+
+
 class _SparseGPTOptions(Spec):
-    """SparseGPT's own settings (Frantar & Alistarh, 2023): columns per OBS block, Hessian damping."""
+    """SparseGPT's own settings (Frantar & Alistarh, 2023): columns per OBS block, Hessian damping,
+    and how a block's mask is counted."""
 
     blocksize: int = Field(128, gt=0, description="columns pruned and updated together")
     damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
+    mask_rule: SparseGPTMaskRule = Field(
+        "exact",
+        description="'exact': floor(n·s) weights per column block; "
+        "'reference': all scoring <= the one at sorted index floor(n·s), as the reference code (one more per block, plus ties)",
+    )
 
     def local_options(self) -> dict:
-        """The keyword arguments of the spec's local pruner (SparseGPT's two; none for the others)."""
-        return {"blocksize": self.blocksize, "damp": self.damp} if self.local == "sparsegpt" else {}  # type: ignore[attr-defined]
+        """The keyword arguments of the spec's local pruner (SparseGPT's three; none for the others)."""
+        if self.local != "sparsegpt":  # type: ignore[attr-defined]
+            return {}
+        return {"blocksize": self.blocksize, "damp": self.damp, "mask_rule": self.mask_rule}
 
 
 class SparseGPTSpec(_SparseGPTOptions, _Sparsity):

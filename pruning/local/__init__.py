@@ -18,12 +18,13 @@ from pruning.errors import ConfigError
 from pruning.local.magnitude import magnitude_prune_mask
 from pruning.local.sparsegpt import sparsegpt_prune
 from pruning.local.wanda import wanda_prune_mask
+from pruning.specs import SparseGPTMaskRule
 
 
 class PruneLinear(Protocol):
     def __call__(self, weight: Tensor, statistic: Tensor | None, sparsity: float, n_m: str | None, **options) -> Tensor:
         """The pruned (and possibly updated) weight; `statistic` is None when the pruner needs none.
-        `options` are the method's own settings (SparseGPT's blocksize and damping)."""
+        `options` are the method's own settings (SparseGPT's blocksize, damping and mask rule)."""
         ...
 
 
@@ -42,9 +43,12 @@ def _wanda(weight: Tensor, input_sq_norm: Tensor | None, sparsity: float, n_m: s
     return weight.masked_fill(wanda_prune_mask(weight, input_sq_norm, sparsity, n_m), 0)
 
 
-def _sparsegpt(weight: Tensor, hessian: Tensor | None, sparsity: float, n_m: str | None, blocksize: int = 128, damp: float = 0.01) -> Tensor:
+def _sparsegpt(
+    weight: Tensor, hessian: Tensor | None, sparsity: float, n_m: str | None,
+    blocksize: int = 128, damp: float = 0.01, mask_rule: SparseGPTMaskRule = "exact",
+) -> Tensor:  # fmt: skip
     assert hessian is not None, "the walk gathers the hessian for sparsegpt"
-    return sparsegpt_prune(weight, hessian, sparsity, n_m, blocksize=blocksize, damp=damp)
+    return sparsegpt_prune(weight, hessian, sparsity, n_m, blocksize=blocksize, damp=damp, mask_rule=mask_rule)
 
 
 LOCAL_PRUNERS: dict[str, LocalPruner] = {

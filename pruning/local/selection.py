@@ -62,3 +62,16 @@ def prune_mask(scores: Tensor, sparsity: float, n_m: str | None = None, *, per_r
         return lowest_k_mask(scores, prune_count(scores.shape[1], sparsity))
     flat = scores.reshape(1, -1)
     return lowest_k_mask(flat, prune_count(flat.shape[1], sparsity)).reshape(scores.shape)
+
+
+def at_or_below_mask(scores: Tensor, k: int) -> Tensor:
+    """True at every score ≤ the score at sorted index `k` of the whole tensor: the `k + 1` lowest,
+    plus any ties with the last of them.
+
+    The threshold rule of SparseGPT's reference code (`SparseGPT.fasterprune`, IST-DASLab/sparsegpt:
+    `thresh = sort(tmp.flatten())[int(numel * sparsity)]; mask1 = tmp <= thresh`), and of the magnitude
+    baseline in the Wanda code (`prune_magnitude`); `lowest_k_mask` prunes exactly `k` instead.
+    """
+    if not 0 <= k < scores.numel():
+        raise ValueError(f"k must index one of the {scores.numel()} scores, got {k}")
+    return scores <= scores.flatten().kthvalue(k + 1).values

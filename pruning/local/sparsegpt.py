@@ -6,7 +6,9 @@ Columns are visited left to right; zeroing w_q is compensated by the Optimal Bra
 factor U of H⁻¹ (H⁻¹ = UᵀU) is exactly that restricted H⁻¹ row scaled by 1/U_qq, so one factorisation
 serves every column (Algorithm 1). The mask is chosen lazily, per block of `blocksize` columns by
 w² / U²_jj ("adaptive mask selection"), or every M columns for N:M. Follows `SparseGPT.fasterprune` of
-the reference code (github.com/IST-DASLab/sparsegpt).
+the reference code (github.com/IST-DASLab/sparsegpt); `mask_rule` chooses how a block's mask counts:
+"exact" prunes floor(n·s) of its n weights, "reference" every weight scoring ≤ the score at sorted
+index floor(n·s), as that code does (one more per block, plus ties).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pruning.local.selection import prune_mask
-from pruning.specs import parse_n_m
+from pruning.local.selection import at_or_below_mask, prune_count, prune_mask
+from pruning.specs import SparseGPTMaskRule, parse_n_m
 
 
 def sparsegpt_prune(
@@ -25,10 +27,13 @@ def sparsegpt_prune(
     n_m: str | None = None,
     blocksize: int = 128,
     damp: float = 0.01,
+    mask_rule: SparseGPTMaskRule = "exact",
 ) -> Tensor:
     """The pruned and OBS-updated copy of `weight` [out, in], given H = 2XXᵀ/n [in, in]; `weight` is left as is.
 
     `damp` adds damp · mean(diag H) to the diagonal of H. Computed in fp32, returned in `weight`'s dtype.
+    `mask_rule` applies to unstructured sparsity only (N:M prunes exactly M−N of every M either way):
+    "reference" also prunes one weight of a block at sparsity 0, as the reference code does.
     """
     if weight.dim() != 2:
         raise ValueError(f"weight must be [out_features, in_features], got shape {tuple(weight.shape)}")
@@ -40,6 +45,8 @@ def sparsegpt_prune(
         )
     if blocksize < 1:
         raise ValueError(f"blocksize must be positive, got {blocksize}")
+    if mask_rule not in ("exact", "reference"):
+        raise ValueError(f"mask_rule must be 'exact' or 'reference', got {mask_rule!r}")
     group = parse_n_m(n_m)[1] if n_m is not None else None
     if group is not None and (blocksize % group or columns % group):
         raise ValueError(
@@ -57,7 +64,11 @@ def sparsegpt_prune(
         block_hinv_diag = block_hinv.diagonal()
         block_errors = torch.zeros_like(block)
         if group is None:  # one mask for the whole block, from the weights as updated so far
-            block_mask = prune_mask(block.square() / block_hinv_diag.square(), sparsity, per_row=False)
+            block_scores = block.square() / block_hinv_diag.square()
+            if mask_rule == "exact":
+                block_mask = prune_mask(block_scores, sparsity, per_row=False)
+            else:
+                block_mask = at_or_below_mask(block_scores, prune_count(block_scores.numel(), sparsity))
         else:
             block_mask = torch.zeros_like(block, dtype=torch.bool)
         for i in range(end - start):

@@ -162,7 +162,7 @@ def test_allocation_methods_label_their_local_pruner_and_share_scores_across_spa
     assert a.scores == b.scores and a.scores.n_samples == 32  # one scoring serves both
     assert parse({"name": "ecoflap", "sparsity": 0.5, "score": "first"}).scores.n_samples == 128
     assert parse({"name": "owl", "sparsity": 0.5}).scores.kind == "outlier_ratio"
-    assert a.local_options() == {"blocksize": 128, "damp": 0.01} and b.local_options() == {}
+    assert a.local_options() == {"blocksize": 128, "damp": 0.01, "mask_rule": "exact"} and b.local_options() == {}
 
 
 def test_n_m_fixes_sparsity_and_label():

@@ -10,7 +10,9 @@ parse = TypeAdapter(MethodSpec).validate_python
 
 def test_identity_is_the_hash_of_every_parameter_defaults_included():
     spec = parse({"name": "sparsegpt", "sparsity": 0.5})
-    params = {"name": "sparsegpt", "sparsity": 0.5, "n_m": None, "finetune": None, "blocksize": 128, "damp": 0.01}
+    params = {
+        "name": "sparsegpt", "sparsity": 0.5, "n_m": None, "finetune": None, "blocksize": 128, "damp": 0.01, "mask_rule": "exact",
+    }
     assert spec.canonical_params() == params
     expected = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert spec.method_id == method_identity(params) == expected

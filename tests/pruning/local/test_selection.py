@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pruning.local.selection import lowest_k_mask, n_m_mask, prune_count, prune_mask
+from pruning.local.selection import at_or_below_mask, lowest_k_mask, n_m_mask, prune_count, prune_mask
 
 
 def test_prune_count_floors_and_survives_float_noise():
@@ -60,3 +60,17 @@ def test_prune_mask_checks_sparsity_against_n_m():
         prune_mask(torch.rand(2, 8), 0.3, "2:4", per_row=True)
     with pytest.raises(ValueError, match=r"\[out_features, in_features\]"):
         prune_mask(torch.rand(8), 0.5, per_row=True)
+
+
+def test_at_or_below_mask_prunes_up_to_the_score_at_sorted_index_k_of_the_whole_tensor():
+    scores = torch.tensor([[4.0, 1.0, 3.0, 2.0], [0.5, 9.0, 0.1, 7.0]])  # sorted: 0.1 0.5 1 2 3 4 7 9
+    expected = torch.tensor([[False, True, False, False], [True, False, True, False]])  # <= sorted[2] = 1
+    assert torch.equal(at_or_below_mask(scores, 2), expected)
+    assert at_or_below_mask(scores, 0).sum() == 1  # k = 0 still prunes the lowest
+
+
+def test_at_or_below_mask_takes_every_tie():
+    scores = torch.tensor([[1.0, 2.0, 2.0], [2.0, 5.0, 0.5]])  # sorted: 0.5 1 2 2 2 5
+    assert at_or_below_mask(scores, 2).sum() == 5
+    with pytest.raises(ValueError, match="k must index"):
+        at_or_below_mask(scores, 6)

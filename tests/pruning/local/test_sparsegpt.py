@@ -159,3 +159,55 @@ def test_rejects_hessian_of_wrong_shape():
 def test_rejects_hessian_not_positive_definite_after_damping():
     with pytest.raises(ValueError, match="raise damp"):
         sparsegpt_prune(torch.ones(2, 4), -torch.eye(4), 0.5)
+
+
+def test_reference_mask_rule_prunes_at_or_below_the_score_at_index_floor_n_s():
+    # H = I: H⁻¹ is diagonal, so no weight is updated and the scores are w² / const
+    weight = torch.tensor([[0.1, -0.8, 0.4, 0.2], [-0.5, 0.3, 0.9, -0.05]])
+    exact = sparsegpt_prune(weight, torch.eye(4), 0.5, blocksize=4)
+    reference = sparsegpt_prune(weight, torch.eye(4), 0.5, blocksize=4, mask_rule="reference")
+    # |w| sorted: 0.05 0.1 0.2 0.3 | 0.4 ...: exact prunes those 4, the reference also the one at index 4
+    assert (exact == 0).tolist() == [[True, False, False, True], [False, True, False, True]]
+    assert (reference == 0).tolist() == [[True, False, True, True], [False, True, False, True]]
+    assert torch.equal(reference[reference != 0], weight[reference != 0])
+
+
+def test_reference_mask_rule_prunes_every_tie_and_one_weight_at_sparsity_zero():
+    weight = torch.tensor([[1.0, -1.0, 2.0, 1.0]])
+    assert sparsegpt_prune(weight, torch.eye(4), 0.25, blocksize=4, mask_rule="reference").eq(0).sum() == 3
+    assert sparsegpt_prune(weight, torch.eye(4), 0.25, blocksize=4).eq(0).sum() == 1
+    assert sparsegpt_prune(weight, torch.eye(4), 0.0, blocksize=4, mask_rule="reference").eq(0).sum() == 3
+    assert sparsegpt_prune(weight, torch.eye(4), 0.0, blocksize=4).eq(0).sum() == 0
+
+
+@pytest.mark.parametrize("blocksize", [128, 100])
+def test_reference_mask_rule_prunes_one_more_per_block_without_ties(blocksize):
+    weight = random_weight(16, 256)
+    pruned = sparsegpt_prune(weight, hessian_of(correlated_inputs(300, 256)), 0.5, blocksize=blocksize, mask_rule="reference")
+    per_block = [math.floor(16 * min(blocksize, 256 - start) * 0.5) + 1 for start in range(0, 256, blocksize)]
+    assert [pruned[:, start : start + blocksize].eq(0).sum().item() for start in range(0, 256, blocksize)] == per_block
+
+
+def test_mask_rule_leaves_n_m_alone_and_rejects_unknown_rules():
+    weight, hessian = random_weight(8, 64), hessian_of(correlated_inputs(200, 64))
+    assert torch.equal(sparsegpt_prune(weight, hessian, 0.5, "2:4", mask_rule="reference"), sparsegpt_prune(weight, hessian, 0.5, "2:4"))
+    with pytest.raises(ValueError, match="mask_rule"):
+        sparsegpt_prune(weight, hessian, 0.5, mask_rule="le")
+
+
+def test_mask_rule_reaches_the_pruner_from_the_spec():
+    from pydantic import TypeAdapter, ValidationError
+
+    from pruning.local import local_pruner
+    from pruning.specs import MethodSpec
+
+    parse = TypeAdapter(MethodSpec).validate_python
+    spec = parse({"name": "sparsegpt", "sparsity": 0.5, "mask_rule": "reference"})
+    assert spec.local_options() == {"blocksize": 128, "damp": 0.01, "mask_rule": "reference"}
+    assert parse({"name": "owl", "sparsity": 0.5, "local": "sparsegpt", "mask_rule": "reference"}).local_options()["mask_rule"] == "reference"
+    assert spec.method_id != parse({"name": "sparsegpt", "sparsity": 0.5}).method_id
+    with pytest.raises(ValidationError, match="mask_rule"):
+        parse({"name": "sparsegpt", "sparsity": 0.5, "mask_rule": "le"})
+    weight = torch.tensor([[0.1, -0.8, 0.4, 0.2]])
+    pruned = local_pruner("sparsegpt").prune(weight, torch.eye(4), 0.25, None, blocksize=4, damp=0.01, mask_rule="reference")
+    assert pruned.eq(0).sum() == 2  # floor(4 · 0.25) = 1, and the reference rule one more
