@@ -46,13 +46,13 @@ def fasterprune(
 ) -> Tensor:  # fmt: skip
     """`SparseGPT.fasterprune` on a copy: the pruned and updated weight, in `weight`'s dtype."""
     W = weight.clone().float()
-    H = hessian.clone()
+    H = hessian.clone().to(W.device)
     rows, columns = W.shape
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
     damp = percdamp * torch.mean(torch.diag(H))
-    diagonal = torch.arange(columns)
+    diagonal = torch.arange(columns, device=W.device)
     H[diagonal, diagonal] += damp
     H = torch.linalg.cholesky(H)
     H = torch.cholesky_inverse(H)
