@@ -116,39 +116,49 @@ def run_method(method: str, make, ids: torch.Tensor, heldout: torch.Tensor, args
             prune_model(ours, adapter, "sparsegpt", ids, target=s, batch_size=batch, progress=False, options={"mask_rule": rule})
             rows.append(row(f"sparsegpt {s:.0%} mask_rule={rule}", ours, reference, heldout))
         return rows
-    if method == "owl":
-        spec = OWLSpec(name="owl", sparsity=s)
-        ratios = outlier_ratios(ours, adapter, ids, m=spec.outlier_m, batch_size=batch, progress=False)
-        values, sizes = ratios.flat()
-        sparsities = owl_sparsities(values, sizes, s, spec.lam)
-        reference_ratios = reference_owl.outlier_ratios(reference, ids, hyper_m=spec.outlier_m)
-        reference_sparsities = reference_owl.layer_sparsities(reference_ratios, s, spec.lam)
-        prune_model(ours, adapter, "wanda", ids, block_sparsity=ratios.split(sparsities), batch_size=batch, progress=False)
-        reference_wanda.prune_wanda(reference, ids, s, layer_sparsities=reference_sparsities)
-        note = (
-            f"M={spec.outlier_m:g}, lam={spec.lam:g}: ratios max |diff| {max(abs(100 * a - b) for a, b in zip(values, reference_ratios)):.2e} "
-            f"(percent), sparsities max |diff| {max(abs(a - b) for a, b in zip(sparsities, reference_sparsities)):.2e}"
-        )
-        return [row(f"owl+wanda {s:.0%}", ours, reference, heldout, note)]
-    if method == "ecoflap":
-        spec = ECoFLaPSpec(name="ecoflap", sparsity=s)
-        batches = calibration_batches(ids[: args.score_samples], batch)
-        scores = zeroth_order_scores(ours, adapter, batches, epsilon=spec.epsilon, seed=spec.seed, aggregate=spec.aggregate, progress=False)
-        values, sizes = scores.flat()
-        sparsities = ecoflap_sparsities(values, sizes, s, spec.max_extra)
-        groups = {str(b): torch.FloatTensor([v]).sum() for b, v in enumerate(values)}
-        allocation = reference_ecoflap.allocation(groups, {str(b): n for b, n in enumerate(sizes)}, s, s + spec.max_extra)
-        reference_sparsities = list(allocation.values())
-        keeps = [round((1 - x) * n) for x, n in zip(sparsities, sizes)]
-        reference_keeps = [round((1 - x) * n) for x, n in zip(reference_sparsities, sizes)]
+    if method in ("owl", "ecoflap"):  # each side allocates, then prunes with its own Wanda
+        allocate = owl_allocations if method == "owl" else ecoflap_allocations
+        scores, sparsities, reference_sparsities, note = allocate(ours, reference, ids, args)
         prune_model(ours, adapter, "wanda", ids, block_sparsity=scores.split(sparsities), batch_size=batch, progress=False)
         reference_wanda.prune_wanda(reference, ids, s, layer_sparsities=reference_sparsities)
-        note = (
-            f"{spec.aggregate} of zeroth-order scores on {len(batches)} batches: keeps max |diff| per block "
-            f"{max(abs(a - b) for a, b in zip(keeps, reference_keeps))} weights, kept in all {sum(keeps)} ours / {sum(reference_keeps)} reference"
-        )
-        return [row(f"ecoflap+wanda {s:.0%}", ours, reference, heldout, note)]
+        return [row(f"{method}+wanda {s:.0%}", ours, reference, heldout, note)]
     raise ValueError(method)
+
+
+def owl_allocations(ours, reference, ids: torch.Tensor, args: argparse.Namespace):
+    """Outlier ratios and layer sparsities of both sides, each measured on its own dense copy."""
+    s, spec = args.sparsity, OWLSpec(name="owl", sparsity=args.sparsity)
+    ratios = outlier_ratios(ours, adapter_for(ours), ids, m=spec.outlier_m, batch_size=args.batch_size, progress=False)
+    values, sizes = ratios.flat()
+    sparsities = owl_sparsities(values, sizes, s, spec.lam)
+    reference_ratios = reference_owl.outlier_ratios(reference, ids, hyper_m=spec.outlier_m)
+    reference_sparsities = reference_owl.layer_sparsities(reference_ratios, s, spec.lam)
+    note = (
+        f"M={spec.outlier_m:g}, lam={spec.lam:g}: ratios max |diff| {max(abs(100 * a - b) for a, b in zip(values, reference_ratios)):.2e} "
+        f"(percent), sparsities max |diff| {max(abs(a - b) for a, b in zip(sparsities, reference_sparsities)):.2e}"
+    )
+    return ratios, sparsities, reference_sparsities, note
+
+
+def ecoflap_allocations(ours, reference, ids: torch.Tensor, args: argparse.Namespace):
+    """One set of our zeroth-order block scores, allocated by ours and by the reference's rule."""
+    s, spec = args.sparsity, ECoFLaPSpec(name="ecoflap", sparsity=args.sparsity)
+    batches = calibration_batches(ids[: args.score_samples], args.batch_size)
+    scores = zeroth_order_scores(
+        ours, adapter_for(ours), batches, epsilon=spec.epsilon, seed=spec.seed, aggregate=spec.aggregate, progress=False
+    )
+    values, sizes = scores.flat()
+    sparsities = ecoflap_sparsities(values, sizes, s, spec.max_extra)
+    groups = {str(b): torch.FloatTensor([v]).sum() for b, v in enumerate(values)}
+    allocation = reference_ecoflap.allocation(groups, {str(b): n for b, n in enumerate(sizes)}, s, s + spec.max_extra)
+    reference_sparsities = list(allocation.values())
+    keeps = [round((1 - x) * n) for x, n in zip(sparsities, sizes)]
+    reference_keeps = [round((1 - x) * n) for x, n in zip(reference_sparsities, sizes)]
+    note = (
+        f"{spec.aggregate} of zeroth-order scores on {len(batches)} batches: keeps max |diff| per block "
+        f"{max(abs(a - b) for a, b in zip(keeps, reference_keeps))} weights, kept in all {sum(keeps)} ours / {sum(reference_keeps)} reference"
+    )
+    return scores, sparsities, reference_sparsities, note
 
 
 def main(argv: list[str] | None = None) -> None:
