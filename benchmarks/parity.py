@@ -3,8 +3,10 @@
 Each method prunes two fresh copies of one model on the same calibration token ids (the project's
 calibration data: seeded windows of the Jargon File's calibration split, as `pruning.calibration`
 makes them): one with ours (`pruning.local.walk.prune_model`), one with the transcription of the
-reference code. Per method: the share of weights pruned in both or kept in both, per linear type
-and overall, and the held-out NLL (mean token loss on windows of a corpus's test split) of both.
+reference code. Per method: the share of weights pruned in both or kept in both, per linear
+type and overall, the first layer where any mask differs (a float-rounding flip there spreads to
+every later layer through their inputs), and the held-out NLL (mean token loss on windows of a
+corpus's test split) of both.
 
   magnitude      ours vs locuslab/wanda `prune_magnitude` (layer-wide, `<=` threshold)
   wanda          ours vs `prune_wanda` (per row; scaler_row a running mean)
@@ -91,6 +93,9 @@ def row(label: str, ours, reference, ids_heldout: torch.Tensor, note: str = "") 
         "method": label,
         "by_type": agreement_by_type(ours_masks, reference_masks),
         "overall": agreement(ours_masks, reference_masks),
+        "first_layer_differing": min(
+            (int(k.split(".")[0]) for k in ours_masks if not torch.equal(ours_masks[k], reference_masks[k])), default=None
+        ),
         "nll": (held_out_loss(ours, ids_heldout), held_out_loss(reference, ids_heldout)),
         "note": note,
     }
@@ -176,16 +181,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{name}, fp32, {args.device}, {torch.get_num_threads()} threads, our batch size {args.batch_size}; calibration {args.n_samples} x {args.seq_len} tokens of {args.calibration_corpus}, "
         f"held out {args.eval_samples} x {args.seq_len} of {args.eval_corpus} (test split); dense NLL {held_out_loss(make(), heldout):.4f}"
     )  # fmt: skip
-    print(f"\n| method | {' | '.join(t.removesuffix('_proj') for t in TYPES)} | overall | NLL ours / reference | seconds (both sides) |")
-    print(f"|---|{'---:|' * len(TYPES)}---:|---:|---:|")
+    print(f"\n| method | {' | '.join(t.removesuffix('_proj') for t in TYPES)} | overall | first layer differing | NLL ours / reference | seconds (both sides) |")
+    print(f"|---|{'---:|' * len(TYPES)}---:|---:|---:|---:|")
     notes = []
     for method in args.methods:
         started = time.perf_counter()
         for result in run_method(method, make, ids, heldout, args):
             by_type = " | ".join(f"{100 * result['by_type'][t]:.3f}%" for t in TYPES)
             ours_nll, reference_nll = result["nll"]
+            first = "-" if result["first_layer_differing"] is None else result["first_layer_differing"]
             print(
-                f"| {result['method']} | {by_type} | {100 * result['overall']:.3f}% | {ours_nll:.4f} / {reference_nll:.4f} "
+                f"| {result['method']} | {by_type} | {100 * result['overall']:.3f}% | {first} | {ours_nll:.4f} / {reference_nll:.4f} "
                 f"| {time.perf_counter() - started:.0f} |", flush=True,
             )  # fmt: skip
             if result["note"]:

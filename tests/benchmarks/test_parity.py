@@ -44,7 +44,9 @@ def test_every_method_agrees_with_its_transcription_when_the_arithmetic_is_the_s
     }  # fmt: skip
     for label in ("wanda 50%", "sparsegpt 50% mask_rule=reference", "owl+wanda 50%", "ecoflap+wanda 50%"):
         assert rows[label]["overall"] == 1.0 and set(rows[label]["by_type"].values()) == {1.0}, label
+        assert rows[label]["first_layer_differing"] is None
         assert rows[label]["nll"][0] == pytest.approx(rows[label]["nll"][1], abs=1e-5), label
     assert 0.999 <= rows["magnitude 50%"]["overall"] < 1.0  # the reference prunes one more per linear
+    assert rows["magnitude 50%"]["first_layer_differing"] == 0
     assert rows["sparsegpt 50% mask_rule=exact"]["overall"] < 1.0
     assert "ratios max |diff| 0.00e+00" in rows["owl+wanda 50%"]["note"]

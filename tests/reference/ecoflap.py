@@ -1,5 +1,6 @@
 """ECoFLaP's layer-wise allocation and its zeroth-order scores as the reference code computes them
-(ylsung/ECoFLaP, LAVIS/lavis/compression/pruners/layer_single_base_pruner.py, class `LayerSparsity`).
+(ylsung/ECoFLaP, LAVIS/lavis/compression/pruners/layer_single_base_pruner.py at fc84d4d, class
+`LayerSparsity`).
 
 - `compute_importance_scores_mezo` ("MEZO-GradOnly", `num_noise` = 1): for each weight tensor in
   the model's `named_parameters` order, separately, and each calibration batch: perturb *only that

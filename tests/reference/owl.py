@@ -1,4 +1,4 @@
-"""OWL's layer-wise sparsities as its reference code computes them (luuyin/OWL, lib/prune_all.py,
+"""OWL's layer-wise sparsities as its reference code computes them (luuyin/OWL at 1f0912d, lib/prune_all.py,
 `prune_wanda_outlier`; main.py defaults `--Lamda 0.08`, `--Hyper_m 3`).
 
 - Outlier ratio of layer i: on the *dense* model (layers are measured, not pruned, and the dense

@@ -1,4 +1,4 @@
-"""SparseGPT as its reference code computes it (IST-DASLab/sparsegpt, sparsegpt.py; the copy in
+"""SparseGPT as its reference code computes it (IST-DASLab/sparsegpt, sparsegpt.py at 5e3e2d1; the copy in
 locuslab/wanda lib/sparsegpt.py, driven by lib/prune.py `prune_sparsegpt`, is the same algorithm).
 
 - `SparseGPT.add_batch`: H is a running mean over calibration *samples*: scaled by n/(n + b), then

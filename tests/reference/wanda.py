@@ -1,4 +1,5 @@
-"""Wanda and the magnitude baseline as the Wanda reference code computes them (locuslab/wanda).
+"""Wanda and the magnitude baseline as the Wanda reference code computes them (locuslab/wanda, read
+at commits 42e856e for lib/layerwrapper.py and 069ac97 for lib/prune.py).
 
 - lib/layerwrapper.py `WrappedGPT.add_batch`: `scaler_row` is a running mean over calibration
   *samples* of each input feature's squared norm over the sample's tokens: scaled by n/(n + b) and
