@@ -253,6 +253,7 @@ class ScoreSpec(Spec):
     epsilon: float = 1e-3
     weighted: bool = False
     aggregate: Literal["sum", "mean"] = "mean"
+    estimator: Literal["per_tensor", "per_block"] = "per_tensor"
     outlier_m: float = 5.0
     seed: int = 0
 
@@ -311,6 +312,12 @@ class ECoFLaPSpec(_Allocated):
     score: Literal["zeroth", "first"] = "zeroth"
     epsilon: float = Field(1e-3, gt=0, description="zeroth order: perturbation size")
     weighted: bool = Field(False, description="zeroth order: score |w · ĝ| per weight instead of |ĝ| per block")
+    estimator: Literal["per_tensor", "per_block"] = Field(
+        "per_tensor",
+        description="zeroth order: perturb each weight tensor on its own and sum over the block's tensors "
+        "(per_tensor, as the published code; 2 forward passes per tensor and batch), or the whole block at once "
+        "(per_block; 2 per block and batch)",
+    )
     aggregate: Literal["sum", "mean"] = Field("mean", description="a block's score: total, or mean per weight")
     score_samples: int | None = Field(
         None, gt=0, description="calibration samples the scores use (default: 32 zeroth order, 128 first order)"
@@ -324,7 +331,8 @@ class ECoFLaPSpec(_Allocated):
 
     @property
     def base_label(self) -> str:
-        return f"ecoflap({self.score})+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
+        score = "zeroth, per block" if self.score == "zeroth" and self.estimator == "per_block" else self.score
+        return f"ecoflap({score})+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
 
     @property
     def scores(self) -> ScoreSpec:
@@ -332,7 +340,7 @@ class ECoFLaPSpec(_Allocated):
             return ScoreSpec(kind="first", n_samples=self.n_score_samples, aggregate=self.aggregate)
         return ScoreSpec(
             kind="zeroth", n_samples=self.n_score_samples, epsilon=self.epsilon, weighted=self.weighted,
-            aggregate=self.aggregate, seed=self.seed,
+            aggregate=self.aggregate, seed=self.seed, estimator=self.estimator,
         )
 
 

@@ -39,3 +39,12 @@ def test_labels_fall_back_from_the_experiments_to_the_id_to_the_methods_own():
     assert parse({"name": "wanda", "sparsity": 0.5, "id": "mine"}).label == "mine"
     spec.labelled("wanda 50% (x=1)")
     assert spec.label == "wanda 50% (x=1)" and spec.base_label == "wanda 50%"
+
+
+def test_ecoflap_estimator_is_a_parameter_and_per_block_says_so_in_its_label():
+    published = parse({"name": "ecoflap", "sparsity": 0.5})
+    per_block = parse({"name": "ecoflap", "sparsity": 0.5, "estimator": "per_block"})
+    assert published.estimator == "per_tensor" and published.scores.estimator == "per_tensor"
+    assert per_block.scores.estimator == "per_block" and per_block.method_id != published.method_id
+    assert published.base_label == "ecoflap(zeroth)+wanda 50%"
+    assert per_block.base_label == "ecoflap(zeroth, per block)+wanda 50%"
