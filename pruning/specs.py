@@ -349,6 +349,23 @@ class ECoFLaPSpec(_Allocated):
 # --------------------------------------------------------------------------- finetuning and layer dropping
 
 
+def _option(legacy: Any, default: Any = None, **field: Any) -> Any:
+    """A method option added after runs were recorded without it: left out of the parameters (so out of
+    `method_id`) while it equals `legacy`, the behaviour every earlier run had, and part of them otherwise.
+
+    `legacy` is fixed, not the default: if measurement moves the default, specs at the new default get a
+    new identity, and a missing key in recorded `method_params` always means `legacy`."""
+    return Field(legacy if default is None else default, exclude_if=lambda value: value == legacy, **field)
+
+
+class RedundancySpec(Spec):
+    """How the layer-redundancy stage measures h_0..h_L (`pruning.layerdrop.redundancy`): one measurement
+    serves every method and ratio that asks for the same."""
+
+    states: Literal["block_io", "output_hidden_states"] = "block_io"
+    padding: Literal["masked", "counted"] = "masked"
+
+
 class _LayerDrop(_Method):
     """Shared by layer-dropping methods: drop K = floor(drop_ratio * L) decoder layers of the language model."""
 
@@ -365,21 +382,65 @@ class _LayerDrop(_Method):
         return self.name  # type: ignore[attr-defined]
 
     @property
+    def redundancy(self) -> RedundancySpec:
+        """What the redundancy stage measures for this method (the default measurement unless it says)."""
+        return RedundancySpec()
+
+    def selector_options(self) -> dict[str, Any]:
+        """The selector's own keyword options (`LayerSelector.options`)."""
+        return {}
+
+    @property
+    def protected_edges(self) -> tuple[int, int]:
+        """How many of the first and of the last decoder layers may not be dropped."""
+        return (0, 0)
+
+    @property
     def train_layers(self) -> str:
         """Which layers the finetune stage trains (`pruning.layerdrop.selection` modes): every remaining
         decoder layer when healing, none otherwise."""
         return "all" if self.finetune is not None else "none"
 
+    def _variants(self) -> list[str]:
+        """Options away from their legacy value, as `name=value` (what the label adds)."""
+        dumped = self.model_dump(mode="json")
+        return [f"{name}={dumped[name]}" for name, info in type(self).model_fields.items()
+                if info.exclude_if is not None and name in dumped]
+
     @property
     def base_label(self) -> str:
         healed = " +ft" if self.finetune is not None else ""
-        return f"{self.name} {round(self.drop_ratio * 100, 2):g}%{healed}"  # type: ignore[attr-defined]
+        variants = f"[{', '.join(self._variants())}]" if self._variants() else ""
+        return f"{self.name}{variants} {round(self.drop_ratio * 100, 2):g}%{healed}"  # type: ignore[attr-defined]
+
+
+class _EligibleLayers(Spec):
+    """Which layers may be dropped: all but the first `protect_first` and last `protect_last`."""
+
+    protect_first: int = _option(0, description="the first N decoder layers are never dropped")
+    protect_last: int = _option(0, description="the last N decoder layers are never dropped")
+
+    @property
+    def protected_edges(self) -> tuple[int, int]:
+        return (self.protect_first, self.protect_last)
+
+
+_STATES = "block_io: each layer's input and the last layer's output, from the blocks; output_hidden_states: the model's own tuple (its last entry after the final norm)"
 
 
 class ShortGPTSpec(_LayerDrop):
-    """ShortGPT (Men et al., 2024): drop the K layers of lowest Block Influence 1 - cos(input, output)."""
+    """ShortGPT (Men et al., 2024): drop the K layers of lowest Block Influence 1 - cos(input, output).
+
+    sramshetty/ShortGPT (`short_hf.py`, `metrics.py`) reads `output_hidden_states` and counts padding:
+    `states: output_hidden_states, padding: counted` is that convention (docs/methods.md)."""
 
     name: Literal["shortgpt"]
+    states: Literal["block_io", "output_hidden_states"] = _option("block_io", description=_STATES)
+    padding: Literal["masked", "counted"] = _option("masked", description="masked: padding positions left out; counted: every position counts")
+
+    @property
+    def redundancy(self) -> RedundancySpec:
+        return RedundancySpec(states=self.states, padding=self.padding)
 
 
 class AngularSpec(_LayerDrop):
@@ -387,10 +448,19 @@ class AngularSpec(_LayerDrop):
     arccos(cos(h_i, h_{i+K})) / pi on the last token."""
 
     name: Literal["angular"]
+    average: Literal["cosine", "distance"] = _option(
+        "cosine", description="cosine: arccos of the mean cosine over sequences; distance: the mean of each sequence's distance (the paper's Eq. 7 per sequence)"
+    )
+
+    def selector_options(self) -> dict[str, Any]:
+        return {"average": self.average}
 
 
-class SLEBSpec(_LayerDrop):
-    """SLEB (Song et al., 2024): remove, one at a time, the layer whose removal raises calibration NLL least."""
+class SLEBSpec(_EligibleLayers, _LayerDrop):
+    """SLEB (Song et al., 2024): remove, one at a time, the layer whose removal raises calibration NLL least.
+
+    The reference (jiwonsong-dev/SLEB `sleb.py`) never removes the first or last block:
+    `protect_first: 1, protect_last: 1`."""
 
     name: Literal["sleb"]
     # SLEB evaluates the calibration NLL ~K*L times (every candidate after every removal); the
@@ -398,12 +468,13 @@ class SLEBSpec(_LayerDrop):
     n_samples: int | None = Field(None, gt=0, description="calibration samples SLEB scores on; default all")
 
 
-class InterlaceSpec(_LayerDrop):
+class InterlaceSpec(_EligibleLayers, _LayerDrop):
     """INTERLACE: greedy non-overlapping triplets by s_3; drop the more redundant of the first two (s_1),
     finetune the other, freeze the third as anchor; pairs when triplets run out.
 
     Ablations: `selection` consecutive (one contiguous run) or random (seeded), and `train: all`
-    (every remaining layer trains, no anchors).
+    (every remaining layer trains, no anchors). The choices the paper leaves open, and what its
+    code (pmadinei/Interlace) does, are options: docs/methods.md, "INTERLACE".
     """
 
     name: Literal["interlace"]
@@ -411,10 +482,39 @@ class InterlaceSpec(_LayerDrop):
     train: Literal["interleaved", "all"] = "interleaved"
     seed: int = Field(0, description="for random selection")
     finetune: FinetuneSpec | None = FinetuneSpec()
+    tokens: Literal["mean", "last"] = _option("mean", description="s_p from the token-mean cosine or the last token's")
+    windows: Literal["to_output", "to_last_input"] = _option(
+        "to_output", description="to_output: windows may end at the last layer's output; to_last_input: not (the reference's range(L - p))"
+    )
+    states: Literal["block_io", "output_hidden_states"] = _option("block_io", description=_STATES)
+    consecutive_start: Literal["block", "layer"] = _option(
+        "block", description="selection consecutive: the run of highest s_K, or the run starting at the highest s_1 (the reference)"
+    )
+
+    @model_validator(mode="after")
+    def _options_of_its_selection(self):
+        if self.selection != "consecutive" and self.consecutive_start != "block":
+            raise ValueError(f"consecutive_start={self.consecutive_start!r} applies to selection: consecutive, not {self.selection!r}")
+        if self.selection == "random" and (self.tokens, self.windows, self.states) != ("mean", "to_output", "block_io"):
+            raise ValueError("selection: random reads no redundancy, so tokens, windows and states do not apply")
+        if self.selection == "consecutive" and self.windows != "to_output":
+            raise ValueError("windows applies to selection: triplets (a consecutive run is scored by its own span)")
+        return self
 
     @property
     def selector(self) -> str:
         return "interlace" if self.selection == "triplets" else self.selection
+
+    @property
+    def redundancy(self) -> RedundancySpec:
+        return RedundancySpec(states=self.states)
+
+    def selector_options(self) -> dict[str, Any]:
+        if self.selection == "triplets":
+            return {"tokens": self.tokens, "windows": self.windows}
+        if self.selection == "consecutive":
+            return {"tokens": self.tokens, "start": self.consecutive_start}
+        return {}
 
     @property
     def train_layers(self) -> str:
@@ -423,6 +523,7 @@ class InterlaceSpec(_LayerDrop):
     @property
     def base_label(self) -> str:
         variant = [part for part in (self.selection != "triplets" and self.selection, self.train != "interleaved" and f"train-{self.train}") if part]
+        variant += self._variants()
         suffix = f"[{', '.join(variant)}]" if variant else ""
         unhealed = " no-ft" if self.finetune is None else ""
         return f"interlace{suffix} {round(self.drop_ratio * 100, 2):g}%{unhealed}"
