@@ -197,6 +197,15 @@ class _Sparsity(_Method):
         """The local pruner's own keyword arguments: none for magnitude and Wanda."""
         return {}
 
+    def modality_options(self) -> dict[str, dict]:
+        """The local pruner's keyword arguments for one modality's blocks only (Wanda's vision selection)."""
+        return {}
+
+    @property
+    def exclude_padding(self) -> bool:
+        """Whether the walk leaves padded positions out of the local pruner's statistics (none for magnitude)."""
+        return False
+
 
 class DenseSpec(_Method):
     """The unpruned model: the reference every retention figure divides by."""
@@ -218,7 +227,48 @@ class MagnitudeSpec(_Sparsity):
     name: Literal["magnitude"]
 
 
-class WandaSpec(_Sparsity):
+WandaSelection = Literal["per_row", "layer"]
+StatisticsPadding = Literal["excluded", "included"]
+
+
+class _WandaOptions(Spec):
+    """Wanda's comparison in vision-tower blocks. Language blocks always compare within each output row,
+    as the Wanda and ECoFLaP reference code do; ECoFLaP's ViT pruner (`VITLayerWandaPruner._prune`,
+    LAVIS/lavis/compression/pruners/wanda_pruner.py, also used for BLIP-2's ViT) thresholds the whole layer."""
+
+    vision_selection: WandaSelection = Field(
+        "per_row", description="vision blocks: Wanda scores compared within each output row, or over the whole layer (ECoFLaP's scripts)"
+    )
+
+    @model_validator(mode="after")
+    def _selection_needs_wanda(self):
+        if self.vision_selection != "per_row" and self.local != "wanda":  # type: ignore[attr-defined]
+            raise ValueError(
+                f"vision_selection={self.vision_selection!r} chooses how Wanda compares weights; "
+                f"local is {self.local!r}"  # type: ignore[attr-defined]
+            )
+        return self
+
+    def modality_options(self) -> dict[str, dict]:
+        """The local pruner's keyword arguments for one modality's blocks only: Wanda's vision selection."""
+        return {"vision": {"selection": self.vision_selection}} if self.local == "wanda" else {}  # type: ignore[attr-defined]
+
+
+class _PaddingOption(Spec):
+    """Whether padded calibration positions (attention_mask == 0) count in the statistics of the language
+    blocks' inputs (Wanda's Σx², SparseGPT's H). The published scripts count every position; padding
+    does not reach any real token's output, so `excluded` measures only what the model computes on."""
+
+    padding: StatisticsPadding = Field(
+        "included", description="padded positions in the layer-input statistics: excluded, or included (the published scripts)"
+    )
+
+    @property
+    def exclude_padding(self) -> bool:
+        return self.padding == "excluded"
+
+
+class WandaSpec(_WandaOptions, _PaddingOption, _Sparsity):
     """Wanda (Sun et al., 2023): |W_ij| * ||X_j||_2, compared within each output row."""
 
     name: Literal["wanda"]
@@ -235,7 +285,7 @@ class _SparseGPTOptions(Spec):
         return {"blocksize": self.blocksize, "damp": self.damp} if self.local == "sparsegpt" else {}  # type: ignore[attr-defined]
 
 
-class SparseGPTSpec(_SparseGPTOptions, _Sparsity):
+class SparseGPTSpec(_SparseGPTOptions, _PaddingOption, _Sparsity):
     """SparseGPT: H = 2XXᵀ/n, mask by w²/[H⁻¹]²_jj per column block, OBS update of the rest."""
 
     name: Literal["sparsegpt"]
@@ -261,12 +311,12 @@ class ScoreSpec(Spec):
         return {"outlier_ratio": f"owl, M={self.outlier_m:g}"}.get(self.kind, f"ecoflap {self.kind}-order")
 
 
-class _Allocated(_SparseGPTOptions, _Method):
+class _Allocated(_SparseGPTOptions, _WandaOptions, _PaddingOption, _Method):
     """A non-uniform allocation: per-block sparsities around `sparsity`, then `local` inside each layer.
 
     The parameter-weighted sparsity over all pruned blocks (vision and language together) is
     `sparsity`; N:M patterns fix every layer's sparsity, so they do not combine with an allocation.
-    `blocksize` and `damp` apply when `local` is sparsegpt.
+    `blocksize` and `damp` apply when `local` is sparsegpt, `vision_selection` when it is wanda.
     """
 
     sparsity: float = Field(ge=0.0, lt=1.0)
