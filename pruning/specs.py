@@ -233,16 +233,18 @@ StatisticsPadding = Literal["excluded", "included"]
 
 class _WandaOptions(Spec):
     """Wanda's comparison in vision-tower blocks. Language blocks always compare within each output row,
-    as the Wanda and ECoFLaP reference code do; ECoFLaP's ViT pruner (`VITLayerWandaPruner._prune`,
-    LAVIS/lavis/compression/pruners/wanda_pruner.py, also used for BLIP-2's ViT) thresholds the whole layer."""
+    as the Wanda paper (Sec. 3) and ECoFLaP's T5 pruner do; ECoFLaP's ViT pruner (`VITLayerWandaPruner._prune`
+    in LAVIS/lavis/compression/pruners/wanda_pruner.py, also run on BLIP-2's ViT) thresholds the whole layer."""
 
+    # default chosen on the toy VLM (benchmarks/local_options.py, docs/methods.md): layer-wide lowered the
+    # answer NLL of uniform Wanda at 50% and 60% in every seed, and of ECoFLaP+Wanda on average
     vision_selection: WandaSelection = Field(
-        "per_row", description="vision blocks: Wanda scores compared within each output row, or over the whole layer (ECoFLaP's scripts)"
+        "layer", description="vision blocks: Wanda scores compared over the whole layer (ECoFLaP's scripts), or within each output row"
     )
 
     @model_validator(mode="after")
     def _selection_needs_wanda(self):
-        if self.vision_selection != "per_row" and self.local != "wanda":  # type: ignore[attr-defined]
+        if "vision_selection" in self.model_fields_set and self.local != "wanda":  # type: ignore[attr-defined]
             raise ValueError(
                 f"vision_selection={self.vision_selection!r} chooses how Wanda compares weights; "
                 f"local is {self.local!r}"  # type: ignore[attr-defined]
@@ -256,9 +258,12 @@ class _WandaOptions(Spec):
 
 class _PaddingOption(Spec):
     """Whether padded calibration positions (attention_mask == 0) count in the statistics of the language
-    blocks' inputs (Wanda's Σx², SparseGPT's H). The published scripts count every position; padding
-    does not reach any real token's output, so `excluded` measures only what the model computes on."""
+    blocks' inputs (Wanda's Σx², SparseGPT's H). ECoFLaP's scripts count every position (`add_batch` in
+    its wanda_pruner.py and sparsegpt_pruner.py); no real position attends to a padded one, so `excluded`
+    keeps only the positions whose outputs the model uses."""
 
+    # default: the published behaviour; excluding padding changed the toy VLM's answer NLL by -0.006 to
+    # +0.003, with no consistent sign (benchmarks/local_options.py, docs/methods.md)
     padding: StatisticsPadding = Field(
         "included", description="padded positions in the layer-input statistics: excluded, or included (the published scripts)"
     )
@@ -269,7 +274,7 @@ class _PaddingOption(Spec):
 
 
 class WandaSpec(_WandaOptions, _PaddingOption, _Sparsity):
-    """Wanda (Sun et al., 2023): |W_ij| * ||X_j||_2, compared within each output row."""
+    """Wanda (Sun et al., 2023): |W_ij| * ||X_j||_2, compared within each output row (vision blocks: `vision_selection`)."""
 
     name: Literal["wanda"]
 
