@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".prunebench" / "cache", help="holds models/toy-vlm and its image-QA build")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.6])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="calibration draws (and ECoFLaP score seeds)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="calibration draws (ECoFLaP's block scores are recomputed on each)")
     parser.add_argument("--n-samples", type=int, default=64, help="calibration image-question pairs (configs/ecoflap-toy-vlm.yaml: 64)")
     parser.add_argument("--batch-size", type=int, default=16, help="calibration pairs per batch (configs/ecoflap-toy-vlm.yaml: 16)")
     parser.add_argument("--eval-items", type=int, help="score the first N test questions only (default: all)")

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from pruning.errors import AdapterError
-from pruning.local.walk import calibration_batches, capture_group_inputs, prune_model, walk_blocks
+from pruning.local.walk import calibration_batches, capture_group_inputs, prune_model
 from pruning.models.adapters import adapter_for, blocks, prunable_linears
+from tests.pruning.local.test_walk import walked_statistics
 
 FAMILIES = ("llava", "llava_next", "qwen2_5_vl", "qwen3_vl", "blip-2+opt", "blip-2+llama", "instructblip", "clip")
 
@@ -91,17 +92,22 @@ def input_sq_norms(model: nn.Module, linears: dict[str, nn.Linear], batches: lis
     return sums
 
 
-def reference_sequential_wanda(model: nn.Module, batches: list[dict], sparsity: float) -> None:
-    """Wanda the slow, obvious way: block i's statistics from full forwards through pruned blocks 0..i-1."""
+def reference_sequential_wanda(model: nn.Module, batches: list[dict], sparsity: float, vision_layer_wide: bool = False) -> None:
+    """Wanda the slow, obvious way: block i's statistics from full forwards through pruned blocks 0..i-1.
+
+    With `vision_layer_wide`, each vision linear loses the lowest floor(out·in·s) scores of the whole
+    layer, as ECoFLaP's ViT pruner compares them (but for its `<=`, which prunes one more)."""
     for group in adapter_for(model).groups:
         for block in blocks(model, group):
             linears = prunable_linears(block, group)
             sums = input_sq_norms(model, linears, batches)
             for name, linear in linears.items():
                 scores = linear.weight.detach().abs().double() * sums[name].sqrt()
-                pruned = scores.argsort(dim=1, stable=True)[:, : int(linear.in_features * sparsity)]
                 with torch.no_grad():
-                    linear.weight.scatter_(1, pruned, 0.0)
+                    if vision_layer_wide and group.modality == "vision":
+                        linear.weight.view(-1)[scores.flatten().argsort(stable=True)[: int(scores.numel() * sparsity)]] = 0.0
+                    else:
+                        linear.weight.scatter_(1, scores.argsort(dim=1, stable=True)[:, : int(linear.in_features * sparsity)], 0.0)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen3_vl"])
@@ -173,16 +179,6 @@ def one_row(batch: dict, row: int, length: int) -> dict:
     return alone
 
 
-def walked_statistics(model: nn.Module, calibration: list[dict], exclude_padding: bool) -> dict[tuple, torch.Tensor]:
-    gathered = {}
-
-    def record(group, index, linears, statistics):
-        gathered.update({(group.modality, index, name): value.clone() for name, value in statistics.items()})
-
-    walk_blocks(model, adapter_for(model), "input_sq_norm", calibration, record, progress=False, exclude_padding=exclude_padding)
-    return gathered
-
-
 @pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_5_vl", "blip-2+opt", "instructblip"])
 def test_padding_is_left_out_of_the_language_statistics_only(tiny_vlm, family):
     """Row 1's last 2 text positions are padding: left out, the statistics are those of the two rows
@@ -193,9 +189,9 @@ def test_padding_is_left_out_of_the_language_statistics_only(tiny_vlm, family):
     batch["attention_mask"] = batch["attention_mask"].clone()
     batch["attention_mask"][1, length:] = 0
     batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 0)
-    unpadded = walked_statistics(model, [one_row(batch, 0, length + 2), one_row(batch, 1, length)], exclude_padding=False)
-    excluded = walked_statistics(model, [batch], exclude_padding=True)
-    counted = walked_statistics(model, [batch], exclude_padding=False)
+    unpadded = walked_statistics(model, "input_sq_norm", [one_row(batch, 0, length + 2), one_row(batch, 1, length)], exclude_padding=False)
+    excluded = walked_statistics(model, "input_sq_norm", [batch], exclude_padding=True)
+    counted = walked_statistics(model, "input_sq_norm", [batch], exclude_padding=False)
     for key, expected in unpadded.items():
         torch.testing.assert_close(excluded[key], expected, rtol=1e-4, atol=1e-6, msg=str(key))
         if key[0] == "vision":
@@ -204,31 +200,12 @@ def test_padding_is_left_out_of_the_language_statistics_only(tiny_vlm, family):
             assert not torch.allclose(counted[key], expected, rtol=1e-4, atol=1e-6), key
 
 
-def vision_layer_wide_wanda_reference(model: nn.Module, batches: list[dict], sparsity: float) -> None:
-    """`reference_sequential_wanda`, but each vision linear keeps the highest floor(out·in·(1-s))
-    scores of the whole layer, as ECoFLaP's ViT pruner compares them."""
-    for group in adapter_for(model).groups:
-        for block in blocks(model, group):
-            linears = prunable_linears(block, group)
-            sums = input_sq_norms(model, linears, batches)
-            for name, linear in linears.items():
-                scores = linear.weight.detach().abs().double() * sums[name].sqrt()
-                if group.modality == "vision":
-                    pruned = scores.flatten().argsort(stable=True)[: int(scores.numel() * sparsity)]
-                    with torch.no_grad():
-                        linear.weight.view(-1)[pruned] = 0.0
-                else:
-                    pruned = scores.argsort(dim=1, stable=True)[:, : int(linear.in_features * sparsity)]
-                    with torch.no_grad():
-                        linear.weight.scatter_(1, pruned, 0.0)
-
-
 @pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_layer_wide_vision_selection_matches_its_reference_and_leaves_language_per_row(tiny_vlm, family):
     walked, batches = tiny_vlm(family)
     reference, _ = tiny_vlm(family)
     prune_model(walked, adapter_for(walked), "wanda", batches, target=0.5, progress=False, modality_options={"vision": {"selection": "layer"}})
-    vision_layer_wide_wanda_reference(reference, batches, 0.5)
+    reference_sequential_wanda(reference, batches, 0.5, vision_layer_wide=True)
     reference_params = dict(reference.named_parameters())
     rows_differ = False
     for group in adapter_for(walked).groups:
