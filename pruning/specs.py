@@ -197,6 +197,15 @@ class _Sparsity(_Method):
         """The local pruner's own keyword arguments: none for magnitude and Wanda."""
         return {}
 
+    def modality_options(self) -> dict[str, dict]:
+        """The local pruner's keyword arguments for one modality's blocks only (Wanda's vision selection)."""
+        return {}
+
+    @property
+    def exclude_padding(self) -> bool:
+        """Whether the walk leaves padded positions out of the local pruner's statistics (none for magnitude)."""
+        return False
+
 
 class DenseSpec(_Method):
     """The unpruned model: the reference every retention figure divides by."""
@@ -218,8 +227,63 @@ class MagnitudeSpec(_Sparsity):
     name: Literal["magnitude"]
 
 
-class WandaSpec(_Sparsity):
-    """Wanda (Sun et al., 2023): |W_ij| * ||X_j||_2, compared within each output row."""
+def _option(legacy: Any, default: Any = None, **field: Any) -> Any:
+    """A method option added after runs were recorded without it: left out of the parameters (so out of
+    `method_id`) while it equals `legacy`, the behaviour every earlier run had, and part of them otherwise.
+
+    `legacy` is fixed, not the default: if measurement moves the default, specs at the new default get a
+    new identity, and a missing key in recorded `method_params` always means `legacy`."""
+    return Field(legacy if default is None else default, exclude_if=lambda value: value == legacy, **field)
+
+
+WandaSelection = Literal["per_row", "layer"]
+StatisticsPadding = Literal["excluded", "included"]
+
+
+class _WandaOptions(Spec):
+    """Wanda's comparison in vision-tower blocks. Language blocks always compare within each output row,
+    as the Wanda paper (Sec. 3) and ECoFLaP's T5 pruner do; ECoFLaP's ViT pruner (`VITLayerWandaPruner._prune`
+    in LAVIS/lavis/compression/pruners/wanda_pruner.py, also run on BLIP-2's ViT) thresholds the whole layer."""
+
+    # default chosen on the toy VLM (benchmarks/local_options.py, docs/methods.md): layer-wide lowered the
+    # answer NLL of uniform Wanda at 50% and 60% in every seed, and of ECoFLaP+Wanda on average
+    vision_selection: WandaSelection = _option(
+        "per_row", "layer", description="vision blocks: Wanda scores compared over the whole layer (ECoFLaP's scripts), or within each output row"
+    )
+
+    @model_validator(mode="after")
+    def _selection_needs_wanda(self):
+        if "vision_selection" in self.model_fields_set and self.local != "wanda":  # type: ignore[attr-defined]
+            raise ValueError(
+                f"vision_selection={self.vision_selection!r} chooses how Wanda compares weights; "
+                f"local is {self.local!r}"  # type: ignore[attr-defined]
+            )
+        return self
+
+    def modality_options(self) -> dict[str, dict]:
+        """The local pruner's keyword arguments for one modality's blocks only: Wanda's vision selection."""
+        return {"vision": {"selection": self.vision_selection}} if self.local == "wanda" else {}  # type: ignore[attr-defined]
+
+
+class _PaddingOption(Spec):
+    """Whether padded calibration positions (attention_mask == 0) count in the statistics of the language
+    blocks' inputs (Wanda's Σx², SparseGPT's H). ECoFLaP's scripts count every position (`add_batch` in
+    its wanda_pruner.py and sparsegpt_pruner.py); no real position attends to a padded one, so `excluded`
+    keeps only the positions whose outputs the model uses."""
+
+    # default: the published behaviour; excluding padding changed the toy VLM's answer NLL by -0.006 to
+    # +0.003, with no consistent sign (benchmarks/local_options.py, docs/methods.md)
+    padding: StatisticsPadding = _option(
+        "included", description="padded positions in the layer-input statistics: excluded, or included (the published scripts)"
+    )
+
+    @property
+    def exclude_padding(self) -> bool:
+        return self.padding == "excluded"
+
+
+class WandaSpec(_WandaOptions, _PaddingOption, _Sparsity):
+    """Wanda (Sun et al., 2023): |W_ij| * ||X_j||_2, compared within each output row (vision blocks: `vision_selection`)."""
 
     name: Literal["wanda"]
 
@@ -235,7 +299,7 @@ class _SparseGPTOptions(Spec):
         return {"blocksize": self.blocksize, "damp": self.damp} if self.local == "sparsegpt" else {}  # type: ignore[attr-defined]
 
 
-class SparseGPTSpec(_SparseGPTOptions, _Sparsity):
+class SparseGPTSpec(_SparseGPTOptions, _PaddingOption, _Sparsity):
     """SparseGPT: H = 2XXᵀ/n, mask by w²/[H⁻¹]²_jj per column block, OBS update of the rest."""
 
     name: Literal["sparsegpt"]
@@ -262,12 +326,12 @@ class ScoreSpec(Spec):
         return {"outlier_ratio": f"owl, M={self.outlier_m:g}"}.get(self.kind, f"ecoflap {self.kind}-order")
 
 
-class _Allocated(_SparseGPTOptions, _Method):
+class _Allocated(_SparseGPTOptions, _WandaOptions, _PaddingOption, _Method):
     """A non-uniform allocation: per-block sparsities around `sparsity`, then `local` inside each layer.
 
     The parameter-weighted sparsity over all pruned blocks (vision and language together) is
     `sparsity`; N:M patterns fix every layer's sparsity, so they do not combine with an allocation.
-    `blocksize` and `damp` apply when `local` is sparsegpt.
+    `blocksize` and `damp` apply when `local` is sparsegpt, `vision_selection` when it is wanda.
     """
 
     sparsity: float = Field(ge=0.0, lt=1.0)
@@ -347,15 +411,6 @@ class ECoFLaPSpec(_Allocated):
 
 
 # --------------------------------------------------------------------------- finetuning and layer dropping
-
-
-def _option(legacy: Any, default: Any = None, **field: Any) -> Any:
-    """A method option added after runs were recorded without it: left out of the parameters (so out of
-    `method_id`) while it equals `legacy`, the behaviour every earlier run had, and part of them otherwise.
-
-    `legacy` is fixed, not the default: if measurement moves the default, specs at the new default get a
-    new identity, and a missing key in recorded `method_params` always means `legacy`."""
-    return Field(legacy if default is None else default, exclude_if=lambda value: value == legacy, **field)
 
 
 class RedundancySpec(Spec):

@@ -1,7 +1,8 @@
 import hashlib
 import json
 
-from pydantic import TypeAdapter
+import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from pruning.specs import MethodSpec, method_identity
 
@@ -96,3 +97,28 @@ def test_interlace_options_that_do_not_apply_are_refused():
     ):
         with pytest.raises(ValidationError, match=message):
             parse({"name": "interlace", "drop_ratio": 0.25, **entry})
+
+
+def test_vision_selection_is_wandas_and_reaches_only_the_vision_blocks():
+    assert parse({"name": "wanda", "sparsity": 0.5}).modality_options() == {"vision": {"selection": "layer"}}
+    per_row = parse({"name": "ecoflap", "sparsity": 0.5, "vision_selection": "per_row"})  # local: wanda by default
+    assert per_row.modality_options() == {"vision": {"selection": "per_row"}}
+    assert parse({"name": "ecoflap", "sparsity": 0.5, "local": "sparsegpt"}).modality_options() == {}
+    assert parse({"name": "magnitude", "sparsity": 0.5}).modality_options() == {}
+    with pytest.raises(ValidationError, match="vision_selection='layer' chooses how Wanda compares weights; local is 'sparsegpt'"):
+        parse({"name": "owl", "sparsity": 0.5, "local": "sparsegpt", "vision_selection": "layer"})
+    with pytest.raises(ValidationError, match="local is 'magnitude'"):
+        parse({"name": "ecoflap", "sparsity": 0.5, "local": "magnitude", "vision_selection": "per_row"})
+    with pytest.raises(ValidationError, match="vision_selection"):
+        parse({"name": "sparsegpt", "sparsity": 0.5, "vision_selection": "layer"})  # not a SparseGPT field at all
+
+
+def test_padding_option_on_every_method_that_gathers_statistics():
+    for entry in ({"name": "wanda"}, {"name": "sparsegpt"}, {"name": "owl"}, {"name": "ecoflap", "local": "sparsegpt"}):
+        assert parse({**entry, "sparsity": 0.5, "padding": "excluded"}).exclude_padding, entry
+        assert not parse({**entry, "sparsity": 0.5, "padding": "included"}).exclude_padding, entry
+    assert not parse({"name": "magnitude", "sparsity": 0.5}).exclude_padding
+    with pytest.raises(ValidationError, match="padding"):
+        parse({"name": "magnitude", "sparsity": 0.5, "padding": "excluded"})  # magnitude reads no inputs
+    with pytest.raises(ValidationError, match="'excluded' or 'included'"):
+        parse({"name": "wanda", "sparsity": 0.5, "padding": "masked"})
