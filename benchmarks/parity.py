@@ -13,8 +13,9 @@ corpus's test split) of both.
   sparsegpt      ours with mask_rule exact, and with mask_rule reference, vs `fasterprune` (`<=` threshold)
   owl            outlier ratios and layer sparsities of both (luuyin/OWL `prune_wanda_outlier`), each side
                  then pruned by its own Wanda at its own sparsities
-  ecoflap        one set of our zeroth-order block scores, allocated by ours and by the reference's
-                 `compute_the_sparsity_per_group` (ylsung/ECoFLaP), each side pruned by its own Wanda
+  ecoflap        one set of our zeroth-order block scores (the spec's default estimator), allocated by
+                 ours and by the reference's `compute_the_sparsity_per_group` (ylsung/ECoFLaP), each
+                 side pruned by its own Wanda
 
 Our side runs --batch-size sequences per forward, the reference one at a time: the float rounding
 differs, and SparseGPT's masks, whose Hessian is rank-deficient when there are fewer calibration
@@ -150,8 +151,9 @@ def ecoflap_allocations(ours, reference, ids: torch.Tensor, args: argparse.Names
     s, spec = args.sparsity, ECoFLaPSpec(name="ecoflap", sparsity=args.sparsity)
     batches = calibration_batches(ids[: args.score_samples], args.batch_size)
     scores = zeroth_order_scores(
-        ours, adapter_for(ours), batches, epsilon=spec.epsilon, seed=spec.seed, aggregate=spec.aggregate, progress=False
-    )
+        ours, adapter_for(ours), batches, spec.epsilon, spec.seed, spec.aggregate, spec.weighted,
+        estimator=spec.estimator, progress=False,
+    )  # fmt: skip
     values, sizes = scores.flat()
     sparsities = ecoflap_sparsities(values, sizes, s, spec.max_extra)
     groups = {str(b): torch.FloatTensor([v]).sum() for b, v in enumerate(values)}
@@ -160,7 +162,7 @@ def ecoflap_allocations(ours, reference, ids: torch.Tensor, args: argparse.Names
     keeps = [round((1 - x) * n) for x, n in zip(sparsities, sizes)]
     reference_keeps = [round((1 - x) * n) for x, n in zip(reference_sparsities, sizes)]
     note = (
-        f"{spec.aggregate} of zeroth-order scores on {len(batches)} batches: keeps max |diff| per block "
+        f"{spec.aggregate} of zeroth-order scores ({spec.estimator}) on {len(batches)} batches: keeps max |diff| per block "
         f"{max(abs(a - b) for a, b in zip(keeps, reference_keeps))} weights, kept in all {sum(keeps)} ours / {sum(reference_keeps)} reference"
     )
     return scores, sparsities, reference_sparsities, note

@@ -4,8 +4,9 @@ memory, which must not grow with the number of layers.
 The floor is one batched forward pass of the calibration set (no lm_head): the least any
 calibration-based method must spend. Sequential Wanda needs about two per block (statistics,
 then pruned outputs); SparseGPT adds a Hessian inverse per linear; magnitude needs no forward.
-ECoFLaP's zeroth-order scores need 2 forward passes (with the loss) per block and score batch:
-their cost is also given as a multiple of exactly those passes.
+ECoFLaP's zeroth-order scores need 2 forward passes (with the loss) per weight tensor and score
+batch (`--estimator per_block`: per block and batch): their cost is also given as a multiple of
+exactly those passes.
 
 Working memory = peak memory while pruning minus memory before it (the weights): one block's
 activations and statistics. `--layer-scaling` prunes random-init models of L and 2L layers of the
@@ -33,7 +34,7 @@ import torch
 from evals.measure import measure_resources
 from pruning.allocation import allocate
 from pruning.local.walk import calibration_batches, prune_model
-from pruning.models.adapters import adapter_for
+from pruning.models.adapters import adapter_for, blocks, prunable_linears
 from pruning.models.sources import load_model, materialize_packaged
 from pruning.scores import zeroth_order_scores
 from pruning.specs import ECoFLaPSpec, ModelSpec
@@ -65,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default: 256)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward (default: 8)")
     parser.add_argument("--score-samples", type=int, default=8, help="samples for ECoFLaP's zeroth-order scores (default: 8)")
+    parser.add_argument("--estimator", choices=["per_tensor", "per_block"], default="per_tensor", help="ECoFLaP zeroth-order estimator (default: per_tensor, as published; 7x the passes of per_block on a Llama)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     parser.add_argument("--layer-scaling", action="store_true", help="working memory of L vs 2L layers (random init, --shape width)")
     parser.add_argument("--seed", type=int, default=0)
@@ -128,9 +130,10 @@ def prune_once(make, ids, label: str, args: argparse.Namespace) -> dict:
         if ecoflap:
             batches = calibration_batches(ids[: args.score_samples], args.batch_size)
             with measured(args.device) as scoring:
-                scores = zeroth_order_scores(model, adapter, batches, progress=False)
+                scores = zeroth_order_scores(model, adapter, batches, progress=False, estimator=args.estimator)
             row["scores_s"] = scoring["seconds"]
-            row["score_passes"] = 2 * len(scores.flat()[0]) * len(batches)
+            units = sum(len(prunable_linears(block, group)) for group in adapter.groups for block in blocks(model, group))
+            row["score_passes"] = 2 * len(batches) * (units if args.estimator == "per_tensor" else len(scores.flat()[0]))
             block_sparsity = allocate(ECoFLaPSpec(name="ecoflap", sparsity=target), scores)
             target = None
         prune_model(

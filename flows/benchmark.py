@@ -42,7 +42,7 @@ from tasks.common import cached_tasks
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.finetune import finetuned_checkpoint
-from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, redundancy_of, sleb_removal_order
+from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, redundancy_of, sleb_never, sleb_removal_order
 from tasks.prune import needs_calibration, pruned_checkpoint
 from tasks.scores import block_scores, scores_of
 from tasks.record import leaderboard_markdown, recorded_run, regression_check, report_html_for, report_markdown_for
@@ -197,25 +197,26 @@ def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_d
     measured = dict(base=base.ref, calibration_path=calibration.path if calibration else None, model=study.model,
                     calibration=study.calibration)
     scores: dict = {}  # ScoreSpec -> BlockScoresResult: one scoring serves every ratio and local pruner
-    sleb: dict = {}  # (layers to drop, samples) -> SlebResult
-    redundancy = None
+    sleb: dict = {}  # (layers to drop, samples, layers never tried) -> SlebResult
+    redundancy: dict = {}  # RedundancySpec -> LayerRedundancyResult: one measurement serves every method asking for it
     inputs = []
     for method in study.methods:
         spec = getattr(method, "scores", None)
         if spec is not None and spec not in scores:
             scores[spec] = block_scores(**measured, scores=spec)
         dropping = method.name in LAYER_DROP_METHODS
-        if dropping and needs_calibration(method) and redundancy is None:
-            redundancy = layer_redundancy_scores(**measured)
+        measure = method.redundancy if dropping and needs_calibration(method) else None
+        if measure is not None and measure not in redundancy:
+            redundancy[measure] = layer_redundancy_scores(**measured, measure=measure)
         order = None
         if dropping and method.selector == "sleb":
-            n_layers = len(redundancy.cos_mean) - 1 if redundancy is not None else decoder_layer_count(Path(base.ref.path))
-            order = (n_layers_to_drop(method.drop_ratio, n_layers), method.n_samples)
+            n_layers = len(redundancy[measure].cos_mean) - 1 if measure is not None else decoder_layer_count(Path(base.ref.path))
+            order = (n_layers_to_drop(method.drop_ratio, n_layers), method.n_samples, sleb_never(method, n_layers))
             if order not in sleb:
-                sleb[order] = sleb_removal_order(**measured, n_drop=order[0], n_samples=order[1])
+                sleb[order] = sleb_removal_order(**measured, n_drop=order[0], n_samples=order[1], never=order[2])
         inputs.append(MethodInputs(
             base=base, trained=trained, calibration=calibration, scores=scores.get(spec),
-            redundancy=redundancy if dropping and needs_calibration(method) else None, sleb=sleb.get(order),
+            redundancy=redundancy.get(measure), sleb=sleb.get(order),
         ))
     return inputs
 

@@ -197,6 +197,15 @@ class _Sparsity(_Method):
         """The local pruner's own keyword arguments: none for magnitude and Wanda."""
         return {}
 
+    def modality_options(self) -> dict[str, dict]:
+        """The local pruner's keyword arguments for one modality's blocks only (Wanda's vision selection)."""
+        return {}
+
+    @property
+    def exclude_padding(self) -> bool:
+        """Whether the walk leaves padded positions out of the local pruner's statistics (none for magnitude)."""
+        return False
+
 
 class DenseSpec(_Method):
     """The unpruned model: the reference every retention figure divides by."""
@@ -218,8 +227,63 @@ class MagnitudeSpec(_Sparsity):
     name: Literal["magnitude"]
 
 
-class WandaSpec(_Sparsity):
-    """Wanda (Sun et al., 2023): |W_ij| * ||X_j||_2, compared within each output row."""
+def _option(legacy: Any, default: Any = None, **field: Any) -> Any:
+    """A method option added after runs were recorded without it: left out of the parameters (so out of
+    `method_id`) while it equals `legacy`, the behaviour every earlier run had, and part of them otherwise.
+
+    `legacy` is fixed, not the default: if measurement moves the default, specs at the new default get a
+    new identity, and a missing key in recorded `method_params` always means `legacy`."""
+    return Field(legacy if default is None else default, exclude_if=lambda value: value == legacy, **field)
+
+
+WandaSelection = Literal["per_row", "layer"]
+StatisticsPadding = Literal["excluded", "included"]
+
+
+class _WandaOptions(Spec):
+    """Wanda's comparison in vision-tower blocks. Language blocks always compare within each output row,
+    as the Wanda paper (Sec. 3) and ECoFLaP's T5 pruner do; ECoFLaP's ViT pruner (`VITLayerWandaPruner._prune`
+    in LAVIS/lavis/compression/pruners/wanda_pruner.py, also run on BLIP-2's ViT) thresholds the whole layer."""
+
+    # default chosen on the toy VLM (benchmarks/local_options.py, docs/methods.md): layer-wide lowered the
+    # answer NLL of uniform Wanda at 50% and 60% in every seed, and of ECoFLaP+Wanda on average
+    vision_selection: WandaSelection = _option(
+        "per_row", "layer", description="vision blocks: Wanda scores compared over the whole layer (ECoFLaP's scripts), or within each output row"
+    )
+
+    @model_validator(mode="after")
+    def _selection_needs_wanda(self):
+        if "vision_selection" in self.model_fields_set and self.local != "wanda":  # type: ignore[attr-defined]
+            raise ValueError(
+                f"vision_selection={self.vision_selection!r} chooses how Wanda compares weights; "
+                f"local is {self.local!r}"  # type: ignore[attr-defined]
+            )
+        return self
+
+    def modality_options(self) -> dict[str, dict]:
+        """The local pruner's keyword arguments for one modality's blocks only: Wanda's vision selection."""
+        return {"vision": {"selection": self.vision_selection}} if self.local == "wanda" else {}  # type: ignore[attr-defined]
+
+
+class _PaddingOption(Spec):
+    """Whether padded calibration positions (attention_mask == 0) count in the statistics of the language
+    blocks' inputs (Wanda's Σx², SparseGPT's H). ECoFLaP's scripts count every position (`add_batch` in
+    its wanda_pruner.py and sparsegpt_pruner.py); no real position attends to a padded one, so `excluded`
+    keeps only the positions whose outputs the model uses."""
+
+    # default: the published behaviour; excluding padding changed the toy VLM's answer NLL by -0.006 to
+    # +0.003, with no consistent sign (benchmarks/local_options.py, docs/methods.md)
+    padding: StatisticsPadding = _option(
+        "included", description="padded positions in the layer-input statistics: excluded, or included (the published scripts)"
+    )
+
+    @property
+    def exclude_padding(self) -> bool:
+        return self.padding == "excluded"
+
+
+class WandaSpec(_WandaOptions, _PaddingOption, _Sparsity):
+    """Wanda (Sun et al., 2023): |W_ij| * ||X_j||_2, compared within each output row (vision blocks: `vision_selection`)."""
 
     name: Literal["wanda"]
 
@@ -235,11 +299,19 @@ class _SparseGPTOptions(Spec):
 
     blocksize: int = Field(128, gt=0, description="columns pruned and updated together")
     damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
-    mask_rule: SparseGPTMaskRule = Field(
+    mask_rule: SparseGPTMaskRule = _option(
         "exact",
         description="'exact': floor(n·s) weights per column block; "
         "'reference': all scoring <= the one at sorted index floor(n·s), as the reference code (one more per block, plus ties)",
     )
+
+    @model_validator(mode="after")
+    def _mask_rule_needs_sparsegpt(self):
+        if "mask_rule" in self.model_fields_set and self.local != "sparsegpt":  # type: ignore[attr-defined]
+            raise ValueError(
+                f"mask_rule={self.mask_rule!r} chooses how SparseGPT counts a block's mask; local is {self.local!r}"  # type: ignore[attr-defined]
+            )
+        return self
 
     def local_options(self) -> dict:
         """The keyword arguments of the spec's local pruner (SparseGPT's three; none for the others)."""
@@ -248,7 +320,7 @@ class _SparseGPTOptions(Spec):
         return {"blocksize": self.blocksize, "damp": self.damp, "mask_rule": self.mask_rule}
 
 
-class SparseGPTSpec(_SparseGPTOptions, _Sparsity):
+class SparseGPTSpec(_SparseGPTOptions, _PaddingOption, _Sparsity):
     """SparseGPT: H = 2XXᵀ/n, mask by w²/[H⁻¹]²_jj per column block, OBS update of the rest."""
 
     name: Literal["sparsegpt"]
@@ -266,6 +338,7 @@ class ScoreSpec(Spec):
     epsilon: float = 1e-3
     weighted: bool = False
     aggregate: Literal["sum", "mean"] = "mean"
+    estimator: Literal["per_tensor", "per_block"] = "per_tensor"
     outlier_m: float = 5.0
     seed: int = 0
 
@@ -274,12 +347,12 @@ class ScoreSpec(Spec):
         return {"outlier_ratio": f"owl, M={self.outlier_m:g}"}.get(self.kind, f"ecoflap {self.kind}-order")
 
 
-class _Allocated(_SparseGPTOptions, _Method):
+class _Allocated(_SparseGPTOptions, _WandaOptions, _PaddingOption, _Method):
     """A non-uniform allocation: per-block sparsities around `sparsity`, then `local` inside each layer.
 
     The parameter-weighted sparsity over all pruned blocks (vision and language together) is
     `sparsity`; N:M patterns fix every layer's sparsity, so they do not combine with an allocation.
-    `blocksize` and `damp` apply when `local` is sparsegpt.
+    `blocksize` and `damp` apply when `local` is sparsegpt, `vision_selection` when it is wanda.
     """
 
     sparsity: float = Field(ge=0.0, lt=1.0)
@@ -324,6 +397,12 @@ class ECoFLaPSpec(_Allocated):
     score: Literal["zeroth", "first"] = "zeroth"
     epsilon: float = Field(1e-3, gt=0, description="zeroth order: perturbation size")
     weighted: bool = Field(False, description="zeroth order: score |w · ĝ| per weight instead of |ĝ| per block")
+    estimator: Literal["per_tensor", "per_block"] = Field(
+        "per_tensor",
+        description="zeroth order: perturb each weight tensor on its own and sum over the block's tensors "
+        "(per_tensor, as the published code; 2 forward passes per tensor and batch), or the whole block at once "
+        "(per_block; 2 per block and batch)",
+    )
     aggregate: Literal["sum", "mean"] = Field("mean", description="a block's score: total, or mean per weight")
     score_samples: int | None = Field(
         None, gt=0, description="calibration samples the scores use (default: 32 zeroth order, 128 first order)"
@@ -337,7 +416,8 @@ class ECoFLaPSpec(_Allocated):
 
     @property
     def base_label(self) -> str:
-        return f"ecoflap({self.score})+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
+        score = "zeroth, per block" if self.score == "zeroth" and self.estimator == "per_block" else self.score
+        return f"ecoflap({score})+{self.local} {round(self.sparsity * 100, 2):g}%{' +ft' if self.finetune is not None else ''}"
 
     @property
     def scores(self) -> ScoreSpec:
@@ -345,13 +425,21 @@ class ECoFLaPSpec(_Allocated):
             return ScoreSpec(kind="first", n_samples=self.n_score_samples, aggregate=self.aggregate)
         return ScoreSpec(
             kind="zeroth", n_samples=self.n_score_samples, epsilon=self.epsilon, weighted=self.weighted,
-            aggregate=self.aggregate, seed=self.seed,
+            aggregate=self.aggregate, seed=self.seed, estimator=self.estimator,
         )
 
 
 
 
 # --------------------------------------------------------------------------- finetuning and layer dropping
+
+
+class RedundancySpec(Spec):
+    """How the layer-redundancy stage measures h_0..h_L (`pruning.layerdrop.redundancy`): one measurement
+    serves every method and ratio that asks for the same."""
+
+    states: Literal["block_io", "output_hidden_states"] = "block_io"
+    padding: Literal["masked", "counted"] = "masked"
 
 
 class _LayerDrop(_Method):
@@ -370,21 +458,65 @@ class _LayerDrop(_Method):
         return self.name  # type: ignore[attr-defined]
 
     @property
+    def redundancy(self) -> RedundancySpec:
+        """What the redundancy stage measures for this method (the default measurement unless it says)."""
+        return RedundancySpec()
+
+    def selector_options(self) -> dict[str, Any]:
+        """The selector's own keyword options (`LayerSelector.options`)."""
+        return {}
+
+    @property
+    def protected_edges(self) -> tuple[int, int]:
+        """How many of the first and of the last decoder layers may not be dropped."""
+        return (0, 0)
+
+    @property
     def train_layers(self) -> str:
         """Which layers the finetune stage trains (`pruning.layerdrop.selection` modes): every remaining
         decoder layer when healing, none otherwise."""
         return "all" if self.finetune is not None else "none"
 
+    def _variants(self) -> list[str]:
+        """Options away from their legacy value, as `name=value` (what the label adds)."""
+        dumped = self.model_dump(mode="json")
+        return [f"{name}={dumped[name]}" for name, info in type(self).model_fields.items()
+                if info.exclude_if is not None and name in dumped]
+
     @property
     def base_label(self) -> str:
         healed = " +ft" if self.finetune is not None else ""
-        return f"{self.name} {round(self.drop_ratio * 100, 2):g}%{healed}"  # type: ignore[attr-defined]
+        variants = f"[{', '.join(self._variants())}]" if self._variants() else ""
+        return f"{self.name}{variants} {round(self.drop_ratio * 100, 2):g}%{healed}"  # type: ignore[attr-defined]
+
+
+class _EligibleLayers(Spec):
+    """Which layers may be dropped: all but the first `protect_first` and last `protect_last`."""
+
+    protect_first: int = _option(0, description="the first N decoder layers are never dropped")
+    protect_last: int = _option(0, description="the last N decoder layers are never dropped")
+
+    @property
+    def protected_edges(self) -> tuple[int, int]:
+        return (self.protect_first, self.protect_last)
+
+
+_STATES = "block_io: each layer's input and the last layer's output, from the blocks; output_hidden_states: the model's own tuple (its last entry after the final norm)"
 
 
 class ShortGPTSpec(_LayerDrop):
-    """ShortGPT (Men et al., 2024): drop the K layers of lowest Block Influence 1 - cos(input, output)."""
+    """ShortGPT (Men et al., 2024): drop the K layers of lowest Block Influence 1 - cos(input, output).
+
+    sramshetty/ShortGPT (`short_hf.py`, `metrics.py`) reads `output_hidden_states` and counts padding:
+    `states: output_hidden_states, padding: counted` is that convention (docs/methods.md)."""
 
     name: Literal["shortgpt"]
+    states: Literal["block_io", "output_hidden_states"] = _option("block_io", description=_STATES)
+    padding: Literal["masked", "counted"] = _option("masked", description="masked: padding positions left out; counted: every position counts")
+
+    @property
+    def redundancy(self) -> RedundancySpec:
+        return RedundancySpec(states=self.states, padding=self.padding)
 
 
 class AngularSpec(_LayerDrop):
@@ -392,10 +524,19 @@ class AngularSpec(_LayerDrop):
     arccos(cos(h_i, h_{i+K})) / pi on the last token."""
 
     name: Literal["angular"]
+    average: Literal["cosine", "distance"] = _option(
+        "cosine", description="cosine: arccos of the mean cosine over sequences; distance: the mean of each sequence's distance (the paper's Eq. 7 per sequence)"
+    )
+
+    def selector_options(self) -> dict[str, Any]:
+        return {"average": self.average}
 
 
-class SLEBSpec(_LayerDrop):
-    """SLEB (Song et al., 2024): remove, one at a time, the layer whose removal raises calibration NLL least."""
+class SLEBSpec(_EligibleLayers, _LayerDrop):
+    """SLEB (Song et al., 2024): remove, one at a time, the layer whose removal raises calibration NLL least.
+
+    The reference (jiwonsong-dev/SLEB `sleb.py`) never removes the first or last block:
+    `protect_first: 1, protect_last: 1`."""
 
     name: Literal["sleb"]
     # SLEB evaluates the calibration NLL ~K*L times (every candidate after every removal); the
@@ -403,12 +544,13 @@ class SLEBSpec(_LayerDrop):
     n_samples: int | None = Field(None, gt=0, description="calibration samples SLEB scores on; default all")
 
 
-class InterlaceSpec(_LayerDrop):
+class InterlaceSpec(_EligibleLayers, _LayerDrop):
     """INTERLACE: greedy non-overlapping triplets by s_3; drop the more redundant of the first two (s_1),
     finetune the other, freeze the third as anchor; pairs when triplets run out.
 
     Ablations: `selection` consecutive (one contiguous run) or random (seeded), and `train: all`
-    (every remaining layer trains, no anchors).
+    (every remaining layer trains, no anchors). The choices the paper leaves open, and what its
+    code (pmadinei/Interlace) does, are options: docs/methods.md, "INTERLACE".
     """
 
     name: Literal["interlace"]
@@ -416,10 +558,39 @@ class InterlaceSpec(_LayerDrop):
     train: Literal["interleaved", "all"] = "interleaved"
     seed: int = Field(0, description="for random selection")
     finetune: FinetuneSpec | None = FinetuneSpec()
+    tokens: Literal["mean", "last"] = _option("mean", description="s_p from the token-mean cosine or the last token's")
+    windows: Literal["to_output", "to_last_input"] = _option(
+        "to_output", description="to_output: windows may end at the last layer's output; to_last_input: not (the reference's range(L - p))"
+    )
+    states: Literal["block_io", "output_hidden_states"] = _option("block_io", description=_STATES)
+    consecutive_start: Literal["block", "layer"] = _option(
+        "block", description="selection consecutive: the run of highest s_K, or the run starting at the highest s_1 (the reference)"
+    )
+
+    @model_validator(mode="after")
+    def _options_of_its_selection(self):
+        if self.selection != "consecutive" and self.consecutive_start != "block":
+            raise ValueError(f"consecutive_start={self.consecutive_start!r} applies to selection: consecutive, not {self.selection!r}")
+        if self.selection == "random" and (self.tokens, self.windows, self.states) != ("mean", "to_output", "block_io"):
+            raise ValueError("selection: random reads no redundancy, so tokens, windows and states do not apply")
+        if self.selection == "consecutive" and self.windows != "to_output":
+            raise ValueError("windows applies to selection: triplets (a consecutive run is scored by its own span)")
+        return self
 
     @property
     def selector(self) -> str:
         return "interlace" if self.selection == "triplets" else self.selection
+
+    @property
+    def redundancy(self) -> RedundancySpec:
+        return RedundancySpec(states=self.states)
+
+    def selector_options(self) -> dict[str, Any]:
+        if self.selection == "triplets":
+            return {"tokens": self.tokens, "windows": self.windows}
+        if self.selection == "consecutive":
+            return {"tokens": self.tokens, "start": self.consecutive_start}
+        return {}
 
     @property
     def train_layers(self) -> str:
@@ -428,6 +599,7 @@ class InterlaceSpec(_LayerDrop):
     @property
     def base_label(self) -> str:
         variant = [part for part in (self.selection != "triplets" and self.selection, self.train != "interleaved" and f"train-{self.train}") if part]
+        variant += self._variants()
         suffix = f"[{', '.join(variant)}]" if variant else ""
         unhealed = " no-ft" if self.finetune is None else ""
         return f"interlace{suffix} {round(self.drop_ratio * 100, 2):g}%{unhealed}"

@@ -105,6 +105,7 @@ class LayerRedundancyResult(Artifact):
 
     cos_mean: list[list[float]]
     cos_last: list[list[float]]
+    angle_last: list[list[float]]  # mean over sequences of arccos(last-token cos) / pi
     n_sequences: int
     protected: list[int]  # layers no method may drop (Qwen3-VL DeepStack targets)
     usage: StageUsage

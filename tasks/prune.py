@@ -62,6 +62,8 @@ def pruned_checkpoint(
             n_m=method.n_m,
             batch_size=calibration.batch_size,
             options=method.local_options(),
+            modality_options=method.modality_options(),
+            exclude_padding=method.exclude_padding,
         )
         slug = checkpoint_slug(method.base_label)
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__))}"

@@ -33,7 +33,10 @@ def block_scores(
         else:
             used = _first_samples(calibration_batches(inputs, calibration.batch_size), scores.n_samples)
             if scores.kind == "zeroth":
-                result = zeroth_order_scores(network, adapter, used, scores.epsilon, scores.seed, scores.aggregate, scores.weighted)
+                result = zeroth_order_scores(
+                    network, adapter, used, scores.epsilon, scores.seed, scores.aggregate, scores.weighted,
+                    estimator=scores.estimator,
+                )
             else:
                 result = first_order_scores(network, adapter, used, scores.aggregate)
     return BlockScoresResult(

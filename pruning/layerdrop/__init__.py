@@ -7,7 +7,7 @@ it still generates with a KV cache and round-trips through save_pretrained/from_
 """
 
 from pruning.layerdrop.redundancy import LayerRedundancy, SlebOrder, calibration_nll, layer_redundancy, sleb_order
-from pruning.layerdrop.selection import LAYER_SELECTORS, DropPlan, layer_selector, n_layers_to_drop, select_layers
+from pruning.layerdrop.selection import LAYER_SELECTORS, DropPlan, edge_layers, layer_selector, n_layers_to_drop, select_layers
 from pruning.layerdrop.surgery import drop_layers, finetune_indices, kept_index, protected_layers, skipping_layers
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "SlebOrder",
     "calibration_nll",
     "drop_layers",
+    "edge_layers",
     "finetune_indices",
     "kept_index",
     "layer_redundancy",

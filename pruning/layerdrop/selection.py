@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pruning.errors import ConfigError
 
@@ -108,17 +108,24 @@ def interlace_plan(
     n_drop: int,
     protected: frozenset[int] = frozenset(),
     finetune: FinetuneMode = "interleaved",
+    reach_output: bool = True,
 ) -> DropPlan:
     """Greedy non-overlapping triplets (i, i+1, i+2) by s_3(i), most redundant first; in each, drop the
     first two's more redundant layer by s_1 (ties: the first), finetune the other, freeze the third as
     anchor. When triplets run out, non-overlapping pairs (i, i+1) of unused layers by s_2(i), without
-    anchor. `s_p[i]` = token-mean cos(h_i, h_{i+p}): len(s1) = L, len(s2) = L - 1, len(s3) = L - 2.
+    anchor. `s_p[i]` = cos(h_i, h_{i+p}): len(s1) = L, len(s2) = L - 1, len(s3) = L - 2.
     A triplet or pair whose first two layers are both protected is skipped; if one is, the other drops.
+    `reach_output=False` leaves out the windows that end at the last layer's output h_L (triplet L-3,
+    pair L-2), as INTERLACE's `get_hidden_states.py` does (it scores i in range(L - p) only).
+    Ranking, tie-breaking and the pair fallback are those of `select_layers_interlace` in
+    pmadinei/Interlace `src/train/train_interlace.py` (a stable descending sort; `<` within the pair).
     """
     n_layers = len(s1)
     if len(s2) != n_layers - 1 or len(s3) != n_layers - 2:
         raise ValueError(f"s1, s2, s3 must have L, L-1, L-2 entries; got {len(s1)}, {len(s2)}, {len(s3)}")
     _check_count(n_drop, n_layers, protected)
+    if not reach_output:
+        s2, s3 = s2[:-1], s3[:-1]
     drop: list[int] = []
     partners: list[int] = []
     anchors: list[int] = []
@@ -161,10 +168,13 @@ def consecutive_plan(
     protected: frozenset[int] = frozenset(),
     finetune: FinetuneMode = "interleaved",
 ) -> DropPlan:
-    """Drop the contiguous run [i, i+K) whose ends are most alike: highest s_K(i) = cos(h_i, h_{i+K}).
+    """Drop the contiguous run [i, i+K) of highest `block_similarity[i]`, i = 0..L-K: s_K(i) = cos(h_i,
+    h_{i+K}) (the run whose ends are most alike), or s_1(i) cut to L-K+1 entries (the run starting at the
+    most redundant layer that fits, as `select_layers_consecutive` in pmadinei/Interlace starts at the
+    highest pack-1 similarity).
 
-    Its interleaved finetune set is the K kept layers nearest the run, those after it first (the
-    reference code trains the K layers after it).
+    Its interleaved finetune set is the K kept layers nearest the run, those after it first (that
+    reference trains the K layers after it).
     """
     n_layers = len(block_similarity) + n_drop - 1
     start = _best_block(block_similarity, n_drop, protected, lowest=False)
@@ -253,6 +263,7 @@ class SelectionInputs:
     redundancy: LayerRedundancy | None = None
     sleb_order: tuple[int, ...] | None = None
     seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)  # the selector's own, by name (`LayerSelector.options`)
 
 
 @dataclass(frozen=True)
@@ -260,28 +271,42 @@ class LayerSelector:
     needs: Literal["redundancy", "sleb_order", "nothing"]
     default_finetune: FinetuneMode
     select: Callable[[SelectionInputs, FinetuneMode], DropPlan] = field(repr=False)
+    options: tuple[str, ...] = ()  # keyword options it reads from `SelectionInputs.options`
 
 
 LAYER_SELECTORS: dict[str, LayerSelector] = {}
 
 
-def register_selector(name: str, needs: str, default_finetune: FinetuneMode):
+def register_selector(name: str, needs: str, default_finetune: FinetuneMode, options: tuple[str, ...] = ()):
     def register(select: Callable[[SelectionInputs, FinetuneMode], DropPlan]):
-        LAYER_SELECTORS[name] = LayerSelector(needs=needs, default_finetune=default_finetune, select=select)  # type: ignore[arg-type]
+        LAYER_SELECTORS[name] = LayerSelector(needs=needs, default_finetune=default_finetune, select=select, options=options)  # type: ignore[arg-type]
         return select
 
     return register
 
 
-@register_selector("interlace", "redundancy", "interleaved")
+@register_selector("interlace", "redundancy", "interleaved", options=("tokens", "windows"))
 def _interlace(inputs: SelectionInputs, finetune: FinetuneMode) -> DropPlan:
-    r = inputs.redundancy
-    return interlace_plan(r.s(1), r.s(2), r.s(3), inputs.n_drop, inputs.protected, finetune)
+    """Options: tokens "mean" (default) | "last": which cosines s_p reads; windows "to_output" (default) |
+    "to_last_input": whether the windows ending at h_L are candidates."""
+    r, tokens = inputs.redundancy, inputs.options.get("tokens", "mean")
+    windows = inputs.options.get("windows", "to_output")
+    if windows not in ("to_output", "to_last_input"):
+        raise ValueError(f"windows must be 'to_output' or 'to_last_input', got {windows!r}")
+    return interlace_plan(
+        r.s(1, tokens), r.s(2, tokens), r.s(3, tokens), inputs.n_drop, inputs.protected, finetune, reach_output=windows == "to_output"
+    )
 
 
-@register_selector("consecutive", "redundancy", "interleaved")
+@register_selector("consecutive", "redundancy", "interleaved", options=("tokens", "start"))
 def _consecutive(inputs: SelectionInputs, finetune: FinetuneMode) -> DropPlan:
-    return consecutive_plan(inputs.redundancy.s(inputs.n_drop), inputs.n_drop, inputs.protected, finetune)
+    """Options: tokens as for interlace; start "block" (default: highest s_K) | "layer" (highest s_1)."""
+    r, tokens, start = inputs.redundancy, inputs.options.get("tokens", "mean"), inputs.options.get("start", "block")
+    if start not in ("block", "layer"):
+        raise ValueError(f"start must be 'block' or 'layer', got {start!r}")
+    n_starts = inputs.n_layers - inputs.n_drop + 1
+    similarity = r.s(inputs.n_drop, tokens) if start == "block" else r.s(1, tokens)[:n_starts]
+    return consecutive_plan(similarity, inputs.n_drop, inputs.protected, finetune)
 
 
 @register_selector("random", "nothing", "interleaved")
@@ -294,9 +319,15 @@ def _shortgpt(inputs: SelectionInputs, finetune: FinetuneMode) -> DropPlan:
     return shortgpt_plan(inputs.redundancy.block_influence(), inputs.n_drop, inputs.protected, finetune)
 
 
-@register_selector("angular", "redundancy", "none")
+@register_selector("angular", "redundancy", "none", options=("average",))
 def _angular(inputs: SelectionInputs, finetune: FinetuneMode) -> DropPlan:
-    return angular_plan(inputs.redundancy.angular_distance(inputs.n_drop), inputs.n_drop, inputs.protected, finetune)
+    """Option: average "cosine" (default: arccos of the mean last-token cosine) | "distance" (mean of
+    each sequence's distance)."""
+    average = inputs.options.get("average", "cosine")
+    if average not in ("cosine", "distance"):
+        raise ValueError(f"average must be 'cosine' or 'distance', got {average!r}")
+    distances = inputs.redundancy.angular_distance(inputs.n_drop, average)
+    return angular_plan(distances, inputs.n_drop, inputs.protected, finetune)
 
 
 @register_selector("sleb", "sleb_order", "none")
@@ -311,6 +342,16 @@ def layer_selector(name: str) -> LayerSelector:
         raise ConfigError(f"no layer selector {name!r}; known: {', '.join(sorted(LAYER_SELECTORS))}") from None
 
 
+def edge_layers(n_layers: int, first: int = 0, last: int = 0) -> frozenset[int]:
+    """The first `first` and last `last` of `n_layers` layers (what SLEB's reference calls its early and
+    latter barriers): layers a method may not drop. At least one layer must stay eligible."""
+    if first < 0 or last < 0:
+        raise ValueError(f"protect_first and protect_last must be >= 0, got {first}, {last}")
+    if first + last >= n_layers:
+        raise ValueError(f"protecting the first {first} and last {last} of {n_layers} layers leaves none to drop")
+    return frozenset(range(first)) | frozenset(range(n_layers - last, n_layers))
+
+
 def select_layers(
     method: str,
     drop_ratio: float,
@@ -321,14 +362,22 @@ def select_layers(
     protected: Sequence[int] | frozenset[int] = frozenset(),
     seed: int = 0,
     finetune: FinetuneMode | None = None,
+    protect_first: int = 0,
+    protect_last: int = 0,
+    options: Mapping[str, Any] | None = None,
 ) -> DropPlan:
     """The plan of selector `method` dropping floor(drop_ratio * n_layers) layers.
 
     `redundancy` feeds interlace/consecutive/shortgpt/angular, `sleb_order` feeds sleb; `finetune`
     None takes the selector's default ("interleaved" for interlace and its ablations, else "none").
+    The first `protect_first` and last `protect_last` layers join `protected`: never dropped (they may
+    still train or anchor). `options` are the selector's own (`LayerSelector.options`).
     """
     selector = layer_selector(method)
     n_drop = n_layers_to_drop(drop_ratio, n_layers)
+    unknown = sorted(set(options or {}) - set(selector.options))
+    if unknown:
+        raise ConfigError(f"layer selector {method!r} has no option {', '.join(unknown)}; it reads: {', '.join(selector.options) or 'none'}")
     if selector.needs == "redundancy":
         if redundancy is None:
             raise ValueError(f"{method} selects from layer redundancy; pass redundancy=")
@@ -339,9 +388,10 @@ def select_layers(
     inputs = SelectionInputs(
         n_layers=n_layers,
         n_drop=n_drop,
-        protected=frozenset(protected),
+        protected=frozenset(protected) | edge_layers(n_layers, protect_first, protect_last),
         redundancy=redundancy,
         sleb_order=tuple(sleb_order) if sleb_order is not None else None,
         seed=seed,
+        options=dict(options or {}),
     )
     return selector.select(inputs, finetune or selector.default_finetune)

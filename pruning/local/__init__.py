@@ -10,7 +10,7 @@ ECoFLaP) is an input of the walk, so allocations never reach this registry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, get_args
 
 from torch import Tensor
 
@@ -18,13 +18,13 @@ from pruning.errors import ConfigError
 from pruning.local.magnitude import magnitude_prune_mask
 from pruning.local.sparsegpt import sparsegpt_prune
 from pruning.local.wanda import wanda_prune_mask
-from pruning.specs import SparseGPTMaskRule
+from pruning.specs import SparseGPTMaskRule, WandaSelection
 
 
 class PruneLinear(Protocol):
     def __call__(self, weight: Tensor, statistic: Tensor | None, sparsity: float, n_m: str | None, **options) -> Tensor:
         """The pruned (and possibly updated) weight; `statistic` is None when the pruner needs none.
-        `options` are the method's own settings (SparseGPT's blocksize, damping and mask rule)."""
+        `options` are the method's own settings (SparseGPT's blocksize, damping and mask rule, Wanda's selection)."""
         ...
 
 
@@ -38,9 +38,14 @@ def _magnitude(weight: Tensor, statistic: Tensor | None, sparsity: float, n_m: s
     return weight.masked_fill(magnitude_prune_mask(weight, sparsity, n_m), 0)
 
 
-def _wanda(weight: Tensor, input_sq_norm: Tensor | None, sparsity: float, n_m: str | None) -> Tensor:
+def _wanda(
+    weight: Tensor, input_sq_norm: Tensor | None, sparsity: float, n_m: str | None, selection: WandaSelection = "per_row"
+) -> Tensor:
+    """`selection`: compare scores within each output row ("per_row", Wanda's) or over the layer ("layer")."""
     assert input_sq_norm is not None, "the walk gathers input_sq_norm for wanda"
-    return weight.masked_fill(wanda_prune_mask(weight, input_sq_norm, sparsity, n_m), 0)
+    if selection not in get_args(WandaSelection):
+        raise ValueError(f"wanda selection must be one of {get_args(WandaSelection)}, got {selection!r}")
+    return weight.masked_fill(wanda_prune_mask(weight, input_sq_norm, sparsity, n_m, per_row=selection == "per_row"), 0)
 
 
 def _sparsegpt(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ from pruning.local import local_pruner
 from pruning.local.report import PrunedLayer, PruneReport, zero_fraction
 from pruning.local.selection import n_m_sparsity
 from pruning.local.statistics import STATISTICS, Statistic
-from pruning.models.adapters import Adapter, BlockGroup, blocks, prunable_linears
+from pruning.models.adapters import Adapter, BlockGroup, Modality, blocks, prunable_linears
 
 
 def prune_model(
@@ -41,6 +41,8 @@ def prune_model(
     target: float | None = None,
     progress: bool = True,
     options: Mapping[str, Any] | None = None,
+    modality_options: Mapping[str, Mapping[str, Any]] | None = None,
+    exclude_padding: bool = False,
 ) -> PruneReport:
     """Prune every prunable linear of `model` in place with the local method `method_name`.
 
@@ -50,7 +52,9 @@ def prune_model(
     `block_sparsity` maps a modality to one target per block (from an allocation: OWL, ECoFLaP);
     a modality it leaves out gets `target` in every block. An N:M pattern fixes every target.
     Groups are processed in `adapter.groups` order (vision before language in a VLM). `options`
-    are the pruner's own keyword arguments (SparseGPT's `blocksize`, `damp`).
+    are the pruner's own keyword arguments (SparseGPT's `blocksize`, `damp`); `modality_options`
+    adds some for one modality's blocks only (Wanda's `selection` in the vision tower).
+    `exclude_padding` leaves padded positions out of the statistics (see `walk_blocks`).
     """
     pruner = local_pruner(method_name)
     targets = _block_targets(model, adapter, block_sparsity, target, n_m)
@@ -58,13 +62,17 @@ def prune_model(
         raise ValueError(
             f"{method_name} needs calibration (it prunes by the {pruner.statistic} of each layer's inputs)"
         )
-    options = dict(options or {})
+    modality_options = dict(modality_options or {})
+    unknown = sorted(set(modality_options) - set(get_args(Modality)))
+    if unknown:
+        raise ValueError(f"modality_options names modalities {unknown}; known: {list(get_args(Modality))}")
+    block_options = {group.modality: {**(options or {}), **modality_options.get(group.modality, {})} for group in adapter.groups}
     pruned_layers: list[PrunedLayer] = []
 
     def prune_block(group: BlockGroup, index: int, linears: dict[str, nn.Linear], statistics: dict[str, Tensor]) -> None:
         sparsity = targets[group.modality][index]
         for name, linear in linears.items():
-            linear.weight.copy_(pruner.prune(linear.weight, statistics.get(name), sparsity, n_m, **options))
+            linear.weight.copy_(pruner.prune(linear.weight, statistics.get(name), sparsity, n_m, **block_options[group.modality]))
             pruned_layers.append(
                 PrunedLayer(
                     modality=group.modality,
@@ -76,7 +84,9 @@ def prune_model(
                 )
             )
 
-    walk_blocks(model, adapter, pruner.statistic, calibration, prune_block, batch_size, f"prune {method_name}", progress)
+    walk_blocks(
+        model, adapter, pruner.statistic, calibration, prune_block, batch_size, f"prune {method_name}", progress, exclude_padding
+    )
     return PruneReport(method=method_name, layers=tuple(pruned_layers))
 
 
@@ -92,6 +102,7 @@ def walk_blocks(
     batch_size: int = 8,
     desc: str = "walk",
     progress: bool = True,
+    exclude_padding: bool = False,
 ) -> None:
     """Call `visit(group, index, linears, statistics)` on every block in forward order, then feed the
     block's outputs, as `visit` left the block (pruned or not), to the next block.
@@ -99,6 +110,9 @@ def walk_blocks(
     `statistics` maps each prunable linear's name to its `statistic` (a key of
     `statistics.STATISTICS`) over the block's current inputs, or is empty for "none", in which case
     no forward pass runs at all. No gradients; the model is in eval mode during the walk.
+
+    With `exclude_padding`, the language blocks' statistics leave out the positions where a batch's
+    `attention_mask` is 0 (`padding_masks`); vision blocks' tokens are image patches, which have none.
     """
     needs_inputs = statistic != "none"
     if needs_inputs and calibration is None:
@@ -113,9 +127,11 @@ def walk_blocks(
             for group in adapter.groups:
                 stack = blocks(model, group)
                 inputs = capture_group_inputs(model, stack, batches) if needs_inputs else None
+                masked = inputs is not None and exclude_padding and group.modality == "language"
+                token_masks = padding_masks(batches, inputs, group.path) if masked else None
                 for index, block in enumerate(stack):
                     linears = prunable_linears(block, group)
-                    statistics = _gather_statistics(statistic, block, index, linears, inputs) if inputs is not None else {}
+                    statistics = _gather_statistics(statistic, block, index, linears, inputs, token_masks) if inputs is not None else {}
                     visit(group, index, linears, statistics)
                     # the last block's outputs feed no block of this group; the next group captures afresh
                     if inputs is not None and index + 1 < len(stack):
@@ -295,13 +311,21 @@ def _to(value: Any, device: torch.device) -> Any:
 
 
 def _gather_statistics(
-    statistic: str, block: nn.Module, index: int, linears: dict[str, nn.Linear], inputs: GroupInputs
+    statistic: str,
+    block: nn.Module,
+    index: int,
+    linears: dict[str, nn.Linear],
+    inputs: GroupInputs,
+    token_masks: Sequence[Tensor | None] | None = None,
 ) -> dict[str, Tensor]:
-    """Run the (still dense) block on every batch with hooks feeding each linear's inputs to its statistic."""
+    """Run the (still dense) block on every batch with hooks feeding each linear's inputs to its statistic
+    (only the positions `token_masks[batch]` keeps, where given)."""
     accumulators = {name: STATISTICS[statistic](linear) for name, linear in linears.items()}
-    handles = [linear.register_forward_hook(_feeding(accumulators[name])) for name, linear in linears.items()]
+    kept: list[Tensor | None] = [None]  # the current batch's token mask, read by the hooks
+    handles = [linear.register_forward_hook(_feeding(accumulators[name], kept)) for name, linear in linears.items()]
     try:
         for batch in range(len(inputs.hidden_states)):
+            kept[0] = token_masks[batch] if token_masks is not None else None
             inputs.run(block, index, batch)
     finally:
         for handle in handles:
@@ -309,6 +333,42 @@ def _gather_statistics(
     return {name: statistic.result() for name, statistic in accumulators.items()}
 
 
-def _feeding(statistic: Statistic):
-    """A forward hook that passes a linear's input to `statistic`."""
-    return lambda module, args, output: statistic.update(args[0])
+def _feeding(statistic: Statistic, kept: list[Tensor | None]):
+    """A forward hook that passes a linear's input to `statistic`: every position, or those `kept[0]` marks."""
+    return lambda module, args, output: statistic.update(args[0] if kept[0] is None else kept_tokens(args[0], kept[0]))
+
+
+def padding_masks(batches: Sequence[Mapping[str, Any]], inputs: GroupInputs, path: str) -> list[Tensor | None]:
+    """Per calibration batch, True at the positions a group's blocks compute on (attention_mask == 1);
+    None where nothing is padded (no mask, or no zero in it).
+
+    The mask indexes the group's hidden states [batch, seq, hidden] position by position, which holds
+    where the model puts image features in place of placeholder tokens (LLaVA, Qwen-VL, BLIP-2 in
+    transformers 5); a model whose blocks see another number of positions is refused.
+    """
+    masks: list[Tensor | None] = []
+    for batch, hidden_states in zip(batches, inputs.hidden_states):
+        attention_mask = batch.get("attention_mask")
+        if attention_mask is None or bool(attention_mask.all()):
+            masks.append(None)
+            continue
+        if tuple(hidden_states.shape[:2]) != tuple(attention_mask.shape):
+            raise AdapterError(
+                f"the blocks of {path} see positions of shape {tuple(hidden_states.shape[:2])} but the batch's attention_mask "
+                f"is {tuple(attention_mask.shape)}: the walk cannot tell which are padding (use padding: included)"
+            )
+        masks.append(attention_mask.to(hidden_states.device).bool())
+    return masks
+
+
+def kept_tokens(inputs: Tensor, token_mask: Tensor) -> Tensor:
+    """The rows of a linear's `inputs` at the True positions of `token_mask` [batch, seq]: inputs laid out
+    as [batch, seq, features], or flattened to [batch·seq, features] in that order (OPT's MLP)."""
+    if tuple(inputs.shape[:-1]) == tuple(token_mask.shape):
+        return inputs[token_mask]
+    if inputs.dim() == 2 and inputs.shape[0] == token_mask.numel():
+        return inputs[token_mask.reshape(-1)]
+    raise AdapterError(
+        f"a linear's input of shape {tuple(inputs.shape)} does not lay its positions out as the block's "
+        f"input {tuple(token_mask.shape)}: the walk cannot tell which rows are padding (use padding: included)"
+    )

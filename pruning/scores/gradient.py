@@ -2,13 +2,24 @@
 depends on each block's prunable weights, from forward passes only (zeroth order) or from one
 backward pass per batch (first order).
 
-Zeroth order, per block b and calibration batch k, with z ~ N(0, I) over the block's prunable
-weights, drawn from a seed of (seed, block, batch) and regenerated rather than stored:
+Zeroth order, per calibration batch k, from two forward passes L_k(θ ± εz) with z ~ N(0, I) drawn
+from a seed and regenerated rather than stored. Two estimators (`estimator`):
 
-    g_bk = (L_k(θ + ε z) − L_k(θ − ε z)) / 2ε                   (a directional derivative)
-    score_b = Σ_k |g_bk|                                         (weighted=False, the default)
-    score_b = Σ_k Σ_{w ∈ b} |w · g_bk · z_w|                     (weighted=True: |w| times the
-                                                                  gradient estimate g_bk · z)
+  per_tensor (as published: `LayerSparsity.compute_importance_scores_mezo` in the ECoFLaP code,
+  lavis/compression/pruners/layer_single_base_pruner.py, "MEZO-GradOnly"): every prunable weight
+  tensor t of block b is perturbed on its own, with its own z_t,
+      g_tk = (L_k(θ + ε z_t) − L_k(θ − ε z_t)) / 2ε          (a directional derivative in t)
+      score_b = Σ_{t ∈ b} Σ_k |g_tk|
+  2·T·K forward passes per block of T tensors.
+
+  per_block (ours before): one z over all prunable weights of the block at once,
+      g_bk = (L_k(θ + ε z) − L_k(θ − ε z)) / 2ε,   score_b = Σ_k |g_bk|
+  2·K forward passes per block. E|g| ∝ the norm of the block's gradient for both; the per-tensor
+  sum adds T independent draws, so at equal batches its score varies less from seed to seed
+  (`benchmarks/ecoflap_estimator.py` measures both at the same number of forward passes).
+
+`weighted=True` scores Σ_w |w · ĝ_w| with ĝ = g·z (the gradient estimate times the magnitude)
+instead of |g|, with either estimator.
 
 First order: score_b = Σ_{w ∈ b} |w| · mean_k |∂L_k/∂w|, computed batch by batch as
 mean_k Σ_w |w| |∂L_k/∂w| (the same number, with no per-weight buffer).
@@ -32,6 +43,7 @@ from pruning.models.adapters import Adapter, blocks, prunable_linears
 from pruning.scores.common import BlockScores, calibration_loss
 
 Aggregate = Literal["sum", "mean"]
+Estimator = Literal["per_tensor", "per_block"]
 
 
 def _prunable_weights(model: nn.Module, adapter: Adapter) -> dict[str, list[list[Tensor]]]:
@@ -71,49 +83,69 @@ def zeroth_order_scores(
     aggregate: Aggregate = "mean",
     weighted: bool = False,
     progress: bool = True,
+    estimator: Estimator = "per_tensor",
 ) -> BlockScores:
-    """Zeroth-order ECoFLaP scores: two forward passes per block and batch, no backward, no gradients stored."""
+    """Zeroth-order ECoFLaP scores from forward passes only, no gradients stored: 2 per batch and
+    weight tensor (`per_tensor`, as published) or per batch and block (`per_block`)."""
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
+    if estimator not in ("per_tensor", "per_block"):
+        raise ValueError(f"estimator must be 'per_tensor' or 'per_block', got {estimator!r}")
     weights = _prunable_weights(model, adapter)
     batches = list(batches)
+    # the weights moved together in one perturbation: each tensor alone, or the whole block
+    units = {
+        modality: [[[w] for w in block] if estimator == "per_tensor" else [block] for block in stack]
+        for modality, stack in weights.items()
+    }
     raw: dict[str, list[float]] = {modality: [] for modality in weights}
     was_training = model.training
     model.eval()
-    n_blocks = sum(len(stack) for stack in weights.values())
+    n_passes = sum(len(block) for stack in units.values() for block in stack) * len(batches)
     try:
-        with torch.no_grad(), tqdm(total=n_blocks * len(batches), desc="scores zeroth-order", unit="pass", disable=not progress) as bar:
+        with torch.no_grad(), tqdm(total=n_passes, desc=f"scores zeroth-order ({estimator})", unit="pair", disable=not progress) as bar:
             block_number = 0
-            for modality, stack in weights.items():
-                for block_weights in stack:
-                    saved = [w.detach().clone() for w in block_weights]
+            for modality, stack in units.items():
+                for block_units in stack:
                     score = 0.0
-                    for k, batch in enumerate(batches):
-                        noise_seed = (seed * 1_000_003 + block_number) * 1_000_003 + k
-                        try:
-                            losses = []
-                            for sign in (1.0, -1.0):
-                                for w, w0, z in zip(block_weights, saved, _noise(block_weights, noise_seed)):
-                                    w.copy_((w0.float() + sign * epsilon * z).to(w.dtype))
-                                losses.append(calibration_loss(model, batch).item())
-                        finally:
-                            for w, w0 in zip(block_weights, saved):
-                                w.copy_(w0)
-                        g = (losses[0] - losses[1]) / (2 * epsilon)
-                        if weighted:
-                            score += abs(g) * sum(
-                                (w0.float().abs() * z.abs()).sum().item()
-                                for w0, z in zip(saved, _noise(block_weights, noise_seed))
-                            )
-                        else:
-                            score += abs(g)
-                        bar.update()
+                    for unit_number, unit in enumerate(block_units):
+                        for k, batch in enumerate(batches):
+                            noise_seed = _noise_seed(seed, block_number, unit_number, k)
+                            score += _directional_score(model, batch, unit, _noise(unit, noise_seed), epsilon, weighted)
+                            bar.update()
                     raw[modality].append(score)
                     block_number += 1
     finally:
         model.train(was_training)
     sizes = _sizes(weights)
     return BlockScores(kind="zeroth", scores=_aggregate(raw, sizes, aggregate), n_params=sizes)
+
+
+def _noise_seed(seed: int, block: int, unit: int, batch: int) -> int:
+    """A distinct generator seed per (run seed, block, perturbed unit, batch); unit 0 and the
+    per-block estimator keep the seeds the per-block estimator always had."""
+    return ((seed * 1_000_003 + block) * 1_000_003 + batch) + unit * 7_919_000_011
+
+
+def _directional_score(
+    model: nn.Module, batch: Mapping[str, Any], weights: Sequence[Tensor], noise: Sequence[Tensor], epsilon: float, weighted: bool
+) -> float:
+    """|g| for g = (L(θ + εz) − L(θ − εz)) / 2ε with `weights` moved by ±ε·`noise` (Σ|w·g·z| if
+    `weighted`); the weights are restored by copy, bit for bit, whatever happens."""
+    saved = [w.detach().clone() for w in weights]
+    try:
+        losses = []
+        for sign in (1.0, -1.0):
+            for w, w0, z in zip(weights, saved, noise):
+                w.copy_((w0.float() + sign * epsilon * z).to(w.dtype))
+            losses.append(calibration_loss(model, batch).item())
+    finally:
+        for w, w0 in zip(weights, saved):
+            w.copy_(w0)
+    g = (losses[0] - losses[1]) / (2 * epsilon)
+    if weighted:
+        return abs(g) * sum((w0.float().abs() * z.abs()).sum().item() for w0, z in zip(saved, noise))
+    return abs(g)
 
 
 def first_order_scores(

@@ -1,7 +1,8 @@
 import hashlib
 import json
 
-from pydantic import TypeAdapter
+import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from pruning.specs import MethodSpec, method_identity
 
@@ -10,9 +11,7 @@ parse = TypeAdapter(MethodSpec).validate_python
 
 def test_identity_is_the_hash_of_every_parameter_defaults_included():
     spec = parse({"name": "sparsegpt", "sparsity": 0.5})
-    params = {
-        "name": "sparsegpt", "sparsity": 0.5, "n_m": None, "finetune": None, "blocksize": 128, "damp": 0.01, "mask_rule": "exact",
-    }
+    params = {"name": "sparsegpt", "sparsity": 0.5, "n_m": None, "finetune": None, "blocksize": 128, "damp": 0.01}
     assert spec.canonical_params() == params
     expected = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert spec.method_id == method_identity(params) == expected
@@ -41,3 +40,85 @@ def test_labels_fall_back_from_the_experiments_to_the_id_to_the_methods_own():
     assert parse({"name": "wanda", "sparsity": 0.5, "id": "mine"}).label == "mine"
     spec.labelled("wanda 50% (x=1)")
     assert spec.label == "wanda 50% (x=1)" and spec.base_label == "wanda 50%"
+
+
+def test_ecoflap_estimator_is_a_parameter_and_per_block_says_so_in_its_label():
+    published = parse({"name": "ecoflap", "sparsity": 0.5})
+    per_block = parse({"name": "ecoflap", "sparsity": 0.5, "estimator": "per_block"})
+    assert published.estimator == "per_tensor" and published.scores.estimator == "per_tensor"
+    assert per_block.scores.estimator == "per_block" and per_block.method_id != published.method_id
+    assert published.base_label == "ecoflap(zeroth)+wanda 50%"
+    assert per_block.base_label == "ecoflap(zeroth, per block)+wanda 50%"
+
+
+def test_layer_drop_options_keep_the_identities_recorded_before_they_existed():
+    """Options added later (`specs._option`) stay out of the parameters at their legacy value, given or not:
+    these ids are what the specs hashed to before the options existed (commit e31e082)."""
+    before = {"interlace": "cf8ea096f06e1f75", "sleb": "4db8a8119f5bc6f0", "shortgpt": "a3f9ca6e07bd3cc3", "angular": "c57bf5c9c0a6f1b4"}
+    for name, method_id in before.items():
+        assert parse({"name": name, "drop_ratio": 0.25}).method_id == method_id, name
+    legacy = parse({"name": "interlace", "drop_ratio": 0.25, "tokens": "mean", "protect_first": 0, "windows": "to_output"})
+    assert legacy.method_id == before["interlace"] and legacy.label == "interlace 25%"
+    changed = {
+        "interlace": [{"tokens": "last"}, {"protect_first": 2}, {"protect_last": 2}, {"windows": "to_last_input"},
+                      {"states": "output_hidden_states"}, {"selection": "consecutive", "consecutive_start": "layer"}],
+        "sleb": [{"protect_first": 1}, {"protect_last": 1}],
+        "shortgpt": [{"states": "output_hidden_states"}, {"padding": "counted"}],
+        "angular": [{"average": "distance"}],
+    }
+    for name, options in changed.items():
+        ids = {parse({"name": name, "drop_ratio": 0.25, **option}).method_id for option in options}
+        assert len(ids) == len(options) and before[name] not in ids, name
+    spec = parse({"name": "sleb", "drop_ratio": 0.25, "protect_first": 1, "protect_last": 1})
+    assert spec.canonical_params()["protect_first"] == 1 and spec.label == "sleb[protect_first=1, protect_last=1] 25%"
+    assert spec.protected_edges == (1, 1)
+
+
+def test_layer_drop_options_reach_the_stage_that_reads_them():
+    shortgpt = parse({"name": "shortgpt", "drop_ratio": 0.25, "states": "output_hidden_states", "padding": "counted"})
+    assert (shortgpt.redundancy.states, shortgpt.redundancy.padding) == ("output_hidden_states", "counted")
+    assert parse({"name": "sleb", "drop_ratio": 0.25}).redundancy == parse({"name": "angular", "drop_ratio": 0.25}).redundancy
+    interlace = parse({"name": "interlace", "drop_ratio": 0.25, "tokens": "last", "windows": "to_last_input"})
+    assert interlace.selector_options() == {"tokens": "last", "windows": "to_last_input"}
+    consecutive = parse({"name": "interlace", "drop_ratio": 0.25, "selection": "consecutive", "consecutive_start": "layer"})
+    assert consecutive.selector == "consecutive" and consecutive.selector_options() == {"tokens": "mean", "start": "layer"}
+    assert parse({"name": "angular", "drop_ratio": 0.25, "average": "distance"}).selector_options() == {"average": "distance"}
+
+
+def test_interlace_options_that_do_not_apply_are_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    for entry, message in (
+        ({"consecutive_start": "layer"}, "applies to selection: consecutive"),
+        ({"selection": "random", "tokens": "last"}, "random reads no redundancy"),
+        ({"selection": "consecutive", "windows": "to_last_input"}, "windows applies to selection: triplets"),
+        ({"tokens": "first"}, "tokens"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            parse({"name": "interlace", "drop_ratio": 0.25, **entry})
+
+
+def test_vision_selection_is_wandas_and_reaches_only_the_vision_blocks():
+    assert parse({"name": "wanda", "sparsity": 0.5}).modality_options() == {"vision": {"selection": "layer"}}
+    per_row = parse({"name": "ecoflap", "sparsity": 0.5, "vision_selection": "per_row"})  # local: wanda by default
+    assert per_row.modality_options() == {"vision": {"selection": "per_row"}}
+    assert parse({"name": "ecoflap", "sparsity": 0.5, "local": "sparsegpt"}).modality_options() == {}
+    assert parse({"name": "magnitude", "sparsity": 0.5}).modality_options() == {}
+    with pytest.raises(ValidationError, match="vision_selection='layer' chooses how Wanda compares weights; local is 'sparsegpt'"):
+        parse({"name": "owl", "sparsity": 0.5, "local": "sparsegpt", "vision_selection": "layer"})
+    with pytest.raises(ValidationError, match="local is 'magnitude'"):
+        parse({"name": "ecoflap", "sparsity": 0.5, "local": "magnitude", "vision_selection": "per_row"})
+    with pytest.raises(ValidationError, match="vision_selection"):
+        parse({"name": "sparsegpt", "sparsity": 0.5, "vision_selection": "layer"})  # not a SparseGPT field at all
+
+
+def test_padding_option_on_every_method_that_gathers_statistics():
+    for entry in ({"name": "wanda"}, {"name": "sparsegpt"}, {"name": "owl"}, {"name": "ecoflap", "local": "sparsegpt"}):
+        assert parse({**entry, "sparsity": 0.5, "padding": "excluded"}).exclude_padding, entry
+        assert not parse({**entry, "sparsity": 0.5, "padding": "included"}).exclude_padding, entry
+    assert not parse({"name": "magnitude", "sparsity": 0.5}).exclude_padding
+    with pytest.raises(ValidationError, match="padding"):
+        parse({"name": "magnitude", "sparsity": 0.5, "padding": "excluded"})  # magnitude reads no inputs
+    with pytest.raises(ValidationError, match="'excluded' or 'included'"):
+        parse({"name": "wanda", "sparsity": 0.5, "padding": "masked"})

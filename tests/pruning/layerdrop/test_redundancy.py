@@ -26,36 +26,53 @@ def make_identity(layer: nn.Module) -> None:
         layer.mlp.down_proj.weight.zero_()
 
 
-def reference_cosines(model: nn.Module, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos_mean and cos_last written plainly: hooks record every layer's input and the last layer's output
-    in the model's own forward; cosines per token, averaged per sequence over its real tokens, then over sequences."""
+def reference_cosines(
+    model: nn.Module, batches: list[dict], states: str = "block_io", counted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cos_mean, cos_last and angle_last written plainly: hooks record every layer's input and the last
+    layer's output in the model's own forward (or the forward's own `output_hidden_states`); cosines
+    per token, averaged per sequence over its real tokens (every position when `counted`), then over
+    sequences; the angle is each sequence's arccos(cos)/pi on its last token, averaged over sequences."""
     layers = language_layers(model)
-    states: list[torch.Tensor] = []
+    recorded: list[torch.Tensor] = []
     handles = [
         layer.register_forward_pre_hook(
-            lambda module, args, kwargs: states.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
+            lambda module, args, kwargs: recorded.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
         )
         for layer in layers
     ]
-    handles.append(layers[-1].register_forward_hook(lambda module, args, output: states.append(output)))
-    mean_sum = last_sum = 0
+    handles.append(layers[-1].register_forward_hook(lambda module, args, output: recorded.append(output)))
+    mean_sum = last_sum = angle_sum = 0
     n_sequences = 0
     try:
         for batch in batches:
-            states.clear()
+            recorded.clear()
             with torch.no_grad():
-                model(**batch, use_cache=False)
-            stacked = torch.stack(states).double()  # [L+1, B, T, D]
+                outputs = model(**batch, use_cache=False, output_hidden_states=True)
+            hidden = recorded if states == "block_io" else outputs.hidden_states
+            stacked = torch.stack(list(hidden)).double()  # [L+1, B, T, D]
             cos = F.cosine_similarity(stacked[:, None], stacked[None, :], dim=-1)  # [L+1, L+1, B, T]
             mask = batch.get("attention_mask", torch.ones(stacked.shape[1:3])).double()
+            if counted:
+                mask = torch.ones_like(mask)
             mean_sum = mean_sum + ((cos * mask).sum(-1) / mask.sum(-1)).sum(-1)
             last = torch.stack([row.nonzero().max() for row in mask])
-            last_sum = last_sum + cos[:, :, torch.arange(len(last)), last].sum(-1)
+            last_cos = cos[:, :, torch.arange(len(last)), last]
+            last_sum = last_sum + last_cos.sum(-1)
+            angle_sum = angle_sum + (torch.arccos(last_cos.clamp(-1, 1)) / torch.pi).sum(-1)
             n_sequences += stacked.shape[1]
     finally:
         for handle in handles:
             handle.remove()
-    return mean_sum / n_sequences, last_sum / n_sequences
+    angle = angle_sum / n_sequences
+    return mean_sum / n_sequences, last_sum / n_sequences, angle.fill_diagonal_(0.0)
+
+
+def assert_matches(redundancy: LayerRedundancy, expected: tuple[torch.Tensor, torch.Tensor, torch.Tensor], atol: float = 2e-6) -> None:
+    for name, matrix in zip(("cos_mean", "cos_last"), expected):
+        torch.testing.assert_close(torch.tensor(getattr(redundancy, name), dtype=torch.float64), matrix, rtol=0, atol=atol)
+    # arccos is steep near 1: a float32 cosine off by 1e-7 there moves the angle by ~1e-4
+    torch.testing.assert_close(torch.tensor(redundancy.angle_last, dtype=torch.float64), expected[2], rtol=0, atol=3e-4)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
@@ -63,9 +80,7 @@ def test_cosines_match_a_plain_forward_per_sequence(tiny_model, calibration_batc
     model = tiny_model(family)
     redundancy = layer_redundancy(model, adapter_for(model), calibration_batch, batch_size=4, progress=False)
     # batches of 4 and 2 sequences: a mean per batch, not per sequence, would differ
-    expected_mean, expected_last = reference_cosines(model, [{"input_ids": calibration_batch}])
-    torch.testing.assert_close(torch.tensor(redundancy.cos_mean, dtype=torch.float64), expected_mean, rtol=0, atol=2e-6)
-    torch.testing.assert_close(torch.tensor(redundancy.cos_last, dtype=torch.float64), expected_last, rtol=0, atol=2e-6)
+    assert_matches(redundancy, reference_cosines(model, [{"input_ids": calibration_batch}]))
     assert redundancy.n_layers == 4 and redundancy.n_sequences == 6
 
 
@@ -74,9 +89,7 @@ def test_vlm_cosines_include_what_the_model_adds_between_layers(tiny_vlm, family
     """Qwen3-VL adds DeepStack features after layers 0 and 1: h_1, h_2 are what layers 1, 2 receive."""
     model, batches = tiny_vlm(family)
     redundancy = layer_redundancy(model, adapter_for(model), batches, progress=False)
-    expected_mean, expected_last = reference_cosines(model, batches)
-    torch.testing.assert_close(torch.tensor(redundancy.cos_mean, dtype=torch.float64), expected_mean, rtol=0, atol=2e-6)
-    torch.testing.assert_close(torch.tensor(redundancy.cos_last, dtype=torch.float64), expected_last, rtol=0, atol=2e-6)
+    assert_matches(redundancy, reference_cosines(model, batches))
 
 
 def test_an_identity_layer_is_fully_redundant(tiny_model, calibration_batch):
@@ -115,6 +128,47 @@ def test_padding_tokens_are_left_out(tiny_model):
     unmasked = layer_redundancy(model, adapter, [{"input_ids": padded}], progress=False)
     assert not torch.allclose(torch.tensor(unmasked.cos_mean), torch.tensor(alone.cos_mean), atol=1e-3)
     assert not torch.allclose(torch.tensor(unmasked.cos_last), torch.tensor(alone.cos_last), atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_output_hidden_states_are_the_models_own_tuple_whose_last_entry_is_post_norm(tiny_model, calibration_batch, family):
+    """states='output_hidden_states' reads the forward's own tuple (what sramshetty/ShortGPT and INTERLACE's
+    get_hidden_states.py read): the same h_0..h_{L-1} as the blocks' inputs, a different h_L (after the final norm)."""
+    model = tiny_model(family)
+    with torch.no_grad():  # an RMSNorm of constant weight keeps directions; a trained one does not
+        model.model.norm.weight.uniform_(0.2, 2.0, generator=torch.Generator().manual_seed(1))
+    adapter = adapter_for(model)
+    theirs = layer_redundancy(model, adapter, calibration_batch, batch_size=4, progress=False, states="output_hidden_states")
+    assert_matches(theirs, reference_cosines(model, [{"input_ids": calibration_batch}], states="output_hidden_states"))
+    ours = layer_redundancy(model, adapter, calibration_batch, batch_size=4, progress=False)
+    mine, other = torch.tensor(ours.cos_mean), torch.tensor(theirs.cos_mean)
+    torch.testing.assert_close(other[:4, :4], mine[:4, :4], rtol=0, atol=1e-6)
+    assert (other[:4, 4] - mine[:4, 4]).abs().max() > 1e-3  # the final norm turned h_L
+
+
+def test_counted_padding_averages_over_every_position(tiny_model):
+    """padding='counted' (sramshetty/ShortGPT flattens the padded batch): pad positions count as tokens,
+    while the forward still masks them; the last token is the last position."""
+    model = tiny_model("llama")
+    generator = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 128, (3, 16), generator=generator)
+    mask = torch.ones(3, 16, dtype=torch.long)
+    mask[0, 10:] = 0
+    mask[2, 6:] = 0
+    batches = [{"input_ids": ids, "attention_mask": mask}]
+    counted = layer_redundancy(model, adapter_for(model), batches, progress=False, padding="counted")
+    assert_matches(counted, reference_cosines(model, batches, counted=True), atol=1e-5)
+    masked = layer_redundancy(model, adapter_for(model), batches, progress=False)
+    assert_matches(masked, reference_cosines(model, batches), atol=1e-5)
+    assert not torch.allclose(torch.tensor(counted.cos_mean), torch.tensor(masked.cos_mean), atol=1e-3)
+
+
+def test_measurement_options_are_checked(tiny_model, calibration_batch):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="states must be"):
+        layer_redundancy(model, adapter_for(model), calibration_batch, progress=False, states="post_norm")
+    with pytest.raises(ValueError, match="padding must be"):
+        layer_redundancy(model, adapter_for(model), calibration_batch, progress=False, padding="ignored")
 
 
 def test_redundancy_round_trips_through_json(tiny_model, calibration_batch):
@@ -166,6 +220,19 @@ def test_sleb_removes_the_identity_layer_first_and_re_evaluates_after_each_remov
     assert all("forward" not in vars(layer) for layer in language_layers(model))  # restored
     assert SlebOrder.from_dict(json.loads(json.dumps(order.to_dict()))) == order
     assert select_layers("sleb", 0.25, 4, sleb_order=order.removed).drop == (2,)
+
+
+def test_sleb_never_tries_the_layers_it_is_told_to_spare(tiny_model):
+    """The reference's barriers: with layer 0 (an identity, SLEB's first pick) and layer 3 spared, the
+    first removal is the better of 1 and 2, worked out independently."""
+    model, text = sharp_model_and_its_own_text(tiny_model, identity=0)
+    assert sleb_order(model, adapter_for(model), text, n_drop=1, batch_size=4, progress=False).removed == (0,)
+    order = sleb_order(model, adapter_for(model), text, n_drop=2, batch_size=4, progress=False, never=(0, 3))
+    first = {candidate: nll_with_identity(model, text, [candidate]) for candidate in (1, 2)}
+    assert order.removed[0] == min(first, key=first.get)
+    assert set(order.removed) == {1, 2}
+    with pytest.raises(ValueError, match="n_drop must be in 1..2"):
+        sleb_order(model, adapter_for(model), text, n_drop=3, progress=False, never=(0, 3))
 
 
 def test_sleb_never_tries_protected_deepstack_layers(tiny_vlm):

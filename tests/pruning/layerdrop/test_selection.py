@@ -11,6 +11,7 @@ from pruning.layerdrop.redundancy import LayerRedundancy
 from pruning.layerdrop.selection import (
     LAYER_SELECTORS,
     DropPlan,
+    edge_layers,
     interlace_plan,
     n_layers_to_drop,
     random_plan,
@@ -26,8 +27,14 @@ S2 = [0.5, 0.95, 0.2, 0.2, 0.2, 0.2, 0.2]
 S3 = [0.1, 0.2, 0.9, 0.3, 0.8, 0.85]
 
 
-def redundancy_table(spans: dict[int, list[float]], n_layers: int, last: dict[int, list[float]] | None = None) -> LayerRedundancy:
-    """A LayerRedundancy whose cos_mean[i][i+p] = spans[p][i] (cos_last likewise from `last`), 0.5 elsewhere."""
+def redundancy_table(
+    spans: dict[int, list[float]],
+    n_layers: int,
+    last: dict[int, list[float]] | None = None,
+    angle: dict[int, list[float]] | None = None,
+) -> LayerRedundancy:
+    """A LayerRedundancy whose cos_mean[i][i+p] = spans[p][i] (cos_last and angle_last likewise from `last`
+    and `angle`), 0.5 elsewhere."""
 
     def matrix(values: dict[int, list[float]]) -> tuple[tuple[float, ...], ...]:
         rows = [[1.0 if i == j else 0.5 for j in range(n_layers + 1)] for i in range(n_layers + 1)]
@@ -37,7 +44,7 @@ def redundancy_table(spans: dict[int, list[float]], n_layers: int, last: dict[in
                 rows[i][i + p] = rows[i + p][i] = value
         return tuple(tuple(row) for row in rows)
 
-    return LayerRedundancy(cos_mean=matrix(spans), cos_last=matrix(last or {}), n_sequences=1)
+    return LayerRedundancy(cos_mean=matrix(spans), cos_last=matrix(last or {}), angle_last=matrix(angle or {}), n_sequences=1)
 
 
 def test_interlace_takes_triplets_then_falls_back_to_a_pair():
@@ -81,6 +88,56 @@ def test_interlace_says_when_triplets_and_pairs_run_out():
         interlace_plan([0.5] * 4, [0.5] * 3, [0.9, 0.1], n_drop=2)
 
 
+def test_interlace_on_last_token_similarities():
+    # cos_last: triplet 0 ranks first (L1: 0.2 < 0.8 drops 1), then triplet 5 (L1: 0.6 > 0.3 drops 5)
+    last = {1: [0.2, 0.8, 0.5, 0.5, 0.5, 0.6, 0.3, 0.5], 2: [0.5] * 7, 3: [0.95, 0.2, 0.1, 0.3, 0.4, 0.5]}
+    table = redundancy_table({1: S1, 2: S2, 3: S3}, n_layers=8, last=last)
+    plan = select_layers("interlace", 0.25, 8, redundancy=table, options={"tokens": "last"})
+    assert plan == DropPlan(drop=(1, 5), finetune=(0, 6), anchor=(2, 7), n_layers=8)
+    assert select_layers("interlace", 0.25, 8, redundancy=table, options={"tokens": "mean"}).drop == (2, 6)
+
+
+def test_interlace_windows_that_end_at_the_last_output_can_be_left_out():
+    # 6 layers, K = 2. Triplet 3 = (3, 4, 5) is scored by cos(h_3, h_6), h_6 the last layer's output.
+    s1, s2, s3 = [0.5, 0.6, 0.7, 0.2, 0.1, 0.3], [0.4, 0.5, 0.6, 0.7, 0.95], [0.1, 0.2, 0.3, 0.9]
+    table = redundancy_table({1: s1, 2: s2, 3: s3}, n_layers=6)
+    # to_output: triplet 3 (0.2 > 0.1 drops 3), then triplet 0 (0.5 < 0.6 drops 1)
+    assert select_layers("interlace", 0.34, 6, redundancy=table) == DropPlan(drop=(1, 3), finetune=(0, 4), anchor=(2, 5), n_layers=6)
+    # to_last_input (the reference scores i in range(L - p)): triplet 2 (0.7 > 0.2 drops 2); triplets 1, 0
+    # overlap it; pairs 3, 2, 1 overlap too (pair 4 = (4, 5) ends at h_6: not a candidate); pair 0 drops 1
+    plan = select_layers("interlace", 0.34, 6, redundancy=table, options={"windows": "to_last_input"})
+    assert plan == DropPlan(drop=(1, 2), finetune=(0, 3), anchor=(4,), n_layers=6)
+    with pytest.raises(ValueError, match="windows must be"):
+        select_layers("interlace", 0.34, 6, redundancy=table, options={"windows": "inputs"})
+
+
+def test_interlace_with_the_first_and_last_layers_protected():
+    table = redundancy_table({1: S1, 2: S2, 3: S3}, n_layers=8)
+    assert select_layers("interlace", 0.25, 8, redundancy=table) == DropPlan(drop=(2, 6), finetune=(3, 5), anchor=(4, 7), n_layers=8)
+    # first 3 and last 1 protected: in triplet (2, 3, 4) layer 2 may not drop, so 3 drops and 2 trains;
+    # in (5, 6, 7) the protected 7 may still anchor
+    plan = select_layers("interlace", 0.25, 8, redundancy=table, protect_first=3, protect_last=1)
+    assert plan == DropPlan(drop=(3, 6), finetune=(2, 5), anchor=(4, 7), n_layers=8)
+    # last 2 protected: 6 may not drop, so 5 drops and 6 trains
+    plan = select_layers("interlace", 0.25, 8, redundancy=table, protect_last=2)
+    assert plan == DropPlan(drop=(2, 5), finetune=(3, 6), anchor=(4, 7), n_layers=8)
+
+
+def test_protected_edges_are_checked():
+    assert edge_layers(8, 2, 1) == frozenset({0, 1, 7})
+    assert edge_layers(8) == frozenset()
+    with pytest.raises(ValueError, match="leaves none to drop"):
+        edge_layers(4, 2, 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        edge_layers(4, -1, 0)
+
+
+def test_options_a_selector_does_not_read_are_refused():
+    table = redundancy_table({1: S1}, n_layers=8)
+    with pytest.raises(ConfigError, match="'shortgpt' has no option tokens; it reads: none"):
+        select_layers("shortgpt", 0.25, 8, redundancy=table, options={"tokens": "last"})
+
+
 def test_shortgpt_drops_the_lowest_block_influence():
     table = redundancy_table({1: S1}, n_layers=8)
     assert table.block_influence() == pytest.approx([1 - s for s in S1])
@@ -102,6 +159,25 @@ def test_angular_drops_the_closest_contiguous_block_on_the_last_token():
         select_layers("angular", 0.34, 6, redundancy=table, finetune="interleaved")
 
 
+def test_angular_distance_averaged_per_sequence_can_rank_blocks_differently():
+    # arccos of the mean cosine ranks block 3 first; the mean of per-sequence distances ranks block 1 first
+    last_cos = [0.1, 0.5, 0.2, 0.95, 0.3]
+    mean_distance = [0.4, 0.1, 0.3, 0.2, 0.35]
+    table = redundancy_table({}, n_layers=6, last={2: last_cos}, angle={2: mean_distance})
+    assert table.angular_distance(2, "distance") == mean_distance
+    assert select_layers("angular", 0.34, 6, redundancy=table).drop == (3, 4)
+    assert select_layers("angular", 0.34, 6, redundancy=table, options={"average": "distance"}).drop == (1, 2)
+
+
+def test_consecutive_can_start_at_the_most_redundant_layer_that_fits():
+    # s_2 ranks the run (3, 4); s_1 is highest at layer 5, where no run of 2 fits, then at layer 1
+    s1, s2 = [0.2, 0.9, 0.3, 0.4, 0.1, 0.99], [0.1, 0.5, 0.2, 0.95, 0.3]
+    table = redundancy_table({1: s1, 2: s2}, n_layers=6)
+    assert select_layers("consecutive", 0.34, 6, redundancy=table) == DropPlan(drop=(3, 4), finetune=(2, 5), anchor=(), n_layers=6)
+    plan = select_layers("consecutive", 0.34, 6, redundancy=table, options={"start": "layer"})
+    assert plan == DropPlan(drop=(1, 2), finetune=(3, 4), anchor=(), n_layers=6)  # the K layers after the run
+
+
 def test_consecutive_drops_the_block_with_the_most_similar_ends():
     table = redundancy_table({2: [0.1, 0.5, 0.2, 0.95, 0.3]}, n_layers=6)
     plan = select_layers("consecutive", 0.34, 6, redundancy=table)
@@ -120,6 +196,7 @@ def test_random_selection_is_seeded():
 
 def test_sleb_takes_its_order_skipping_protected_layers():
     assert sleb_plan([3, 0, 5], n_layers=6, n_drop=2) == DropPlan(drop=(0, 3), finetune=(), anchor=(), n_layers=6)
+    assert select_layers("sleb", 0.34, 6, sleb_order=[3, 0, 5], protect_first=1).drop == (3, 5)
     assert sleb_plan([3, 0, 5], n_layers=6, n_drop=2, protected=frozenset({0})).drop == (3, 5)
     assert select_layers("sleb", 0.34, 6, sleb_order=[3, 0, 5], finetune="all").finetune == (1, 2, 4, 5)
 

@@ -27,3 +27,13 @@ def test_pruners_return_the_masked_weight_in_its_dtype():
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(ConfigError, match="'obc'.*known: magnitude, sparsegpt, wanda"):
         local_pruner("obc")
+
+
+def test_wanda_selection_option_reaches_the_kernel():
+    weight = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    wanda = local_pruner("wanda").prune
+    assert wanda(weight, torch.ones(2), 0.5, None).tolist() == [[0.0, 2.0], [0.0, 4.0]]
+    assert wanda(weight, torch.ones(2), 0.5, None, selection="per_row").tolist() == [[0.0, 2.0], [0.0, 4.0]]
+    assert wanda(weight, torch.ones(2), 0.5, None, selection="layer").tolist() == [[0.0, 0.0], [3.0, 4.0]]
+    with pytest.raises(ValueError, match="'per_row', 'layer'.*'global'"):
+        wanda(weight, torch.ones(2), 0.5, None, selection="global")

@@ -205,9 +205,13 @@ def test_mask_rule_reaches_the_pruner_from_the_spec():
     spec = parse({"name": "sparsegpt", "sparsity": 0.5, "mask_rule": "reference"})
     assert spec.local_options() == {"blocksize": 128, "damp": 0.01, "mask_rule": "reference"}
     assert parse({"name": "owl", "sparsity": 0.5, "local": "sparsegpt", "mask_rule": "reference"}).local_options()["mask_rule"] == "reference"
-    assert spec.method_id != parse({"name": "sparsegpt", "sparsity": 0.5}).method_id
+    legacy = parse({"name": "sparsegpt", "sparsity": 0.5})
+    assert spec.method_id != legacy.method_id and "mask_rule" not in legacy.canonical_params()
+    assert parse({"name": "sparsegpt", "sparsity": 0.5, "mask_rule": "exact"}).method_id == legacy.method_id
     with pytest.raises(ValidationError, match="mask_rule"):
         parse({"name": "sparsegpt", "sparsity": 0.5, "mask_rule": "le"})
+    with pytest.raises(ValidationError, match="mask_rule='reference' chooses how SparseGPT counts a block's mask; local is 'wanda'"):
+        parse({"name": "ecoflap", "sparsity": 0.5, "mask_rule": "reference"})
     weight = torch.tensor([[0.1, -0.8, 0.4, 0.2]])
     pruned = local_pruner("sparsegpt").prune(weight, torch.eye(4), 0.25, None, blocksize=4, damp=0.01, mask_rule="reference")
     assert pruned.eq(0).sum() == 2  # floor(4 · 0.25) = 1, and the reference rule one more

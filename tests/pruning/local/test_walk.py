@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.errors import ConfigError
+from pruning.errors import AdapterError, ConfigError
 from pruning.local.report import layer_sparsity
-from pruning.local.walk import prune_model
-from pruning.models.adapters import adapter_for, blocks, prunable_linears
+from pruning.local.walk import kept_tokens, prune_model, walk_blocks
+from pruning.models.adapters import Adapter, BlockGroup, adapter_for, blocks, prunable_linears
 from pruning.models.sources import load_model, save_checkpoint
 from pruning.specs import ModelSpec
 
@@ -169,6 +169,7 @@ def test_sparsity_survives_a_checkpoint_round_trip(tiny_model, calibration_batch
         (dict(method_name="wanda", block_sparsity={"language": [0.5] * 3}), ValueError, "3 entries for 4 blocks"),
         (dict(method_name="wanda", block_sparsity={"language": [0.5] * 3 + [1.0]}), ValueError, r"\[0, 1\)"),
         (dict(method_name="wanda", target=0.5, block_sparsity={"vision": [0.5]}), ValueError, "vision"),
+        (dict(method_name="wanda", target=0.5, modality_options={"visual": {}}), ValueError, "'visual'"),
     ],
 )
 def test_rejects_bad_arguments_before_pruning(tiny_model, calibration_batch, kwargs, error, match):
@@ -178,6 +179,84 @@ def test_rejects_bad_arguments_before_pruning(tiny_model, calibration_batch, kwa
     with pytest.raises(error, match=match):
         prune_model(model, adapter_for(model), progress=False, **kwargs)
     assert all(torch.equal(before[name], param) for name, param in model.named_parameters())
+
+
+def walked_statistics(model: nn.Module, statistic: str, calibration, exclude_padding: bool) -> dict[tuple, torch.Tensor]:
+    """(modality, block, linear) -> the statistic the walk hands the pruner, on the dense model."""
+    gathered = {}
+
+    def record(group, index, linears, statistics):
+        gathered.update({(group.modality, index, name): value.clone() for name, value in statistics.items()})
+
+    walk_blocks(model, adapter_for(model), statistic, calibration, record, progress=False, exclude_padding=exclude_padding)
+    return gathered
+
+
+def assert_same_statistics(got: dict, expected: dict, same: bool = True) -> None:
+    assert got.keys() == expected.keys()
+    close = [torch.allclose(got[key], expected[key], rtol=1e-4, atol=1e-6) for key in got]
+    assert all(close) if same else not any(close)
+
+
+@pytest.mark.parametrize("statistic", ["input_sq_norm", "hessian"])
+def test_padded_positions_left_out_give_the_statistic_of_the_batch_without_them(tiny_model, statistic):
+    """Row 1 holds 7 tokens and 5 of padding (right-padded, as causal attention keeps the real tokens' states)."""
+    model = tiny_model("llama")
+    ids = torch.randint(1, 128, (2, 12), generator=torch.Generator().manual_seed(5))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 7:] = 0
+    padded = [{"input_ids": ids.masked_fill(attention_mask == 0, 0), "attention_mask": attention_mask}]
+    unpadded = [{"input_ids": ids[:1]}, {"input_ids": ids[1:, :7]}]
+    expected = walked_statistics(model, statistic, unpadded, exclude_padding=False)
+    assert_same_statistics(walked_statistics(model, statistic, padded, exclude_padding=True), expected)
+    assert_same_statistics(walked_statistics(model, statistic, padded, exclude_padding=False), expected, same=False)
+
+
+def test_padding_exclusion_reaches_the_pruner(tiny_model):
+    ids = torch.randint(1, 128, (4, 16), generator=torch.Generator().manual_seed(6))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[:, 6:] = 0  # most positions padding: the statistics, and so the masks, change
+    padded = [{"input_ids": ids.masked_fill(attention_mask == 0, 0), "attention_mask": attention_mask}]
+    masks = {}
+    for exclude_padding in (False, True):
+        model = tiny_model("llama")
+        prune_model(model, adapter_for(model), "wanda", padded, target=0.5, progress=False, exclude_padding=exclude_padding)
+        masks[exclude_padding] = zero_masks(model)
+    reference = tiny_model("llama")
+    prune_model(reference, adapter_for(reference), "wanda", [{"input_ids": ids[:, :6]}], target=0.5, progress=False)
+    assert all(torch.equal(masks[True][name], mask) for name, mask in zero_masks(reference).items())
+    assert not all(torch.equal(masks[False][name], mask) for name, mask in zero_masks(reference).items())
+
+
+def test_kept_tokens_select_the_unpadded_positions_of_either_layout():
+    inputs = torch.arange(12.0).reshape(2, 3, 2)  # [batch, seq, features]
+    token_mask = torch.tensor([[True, True, False], [True, False, False]])
+    expected = torch.tensor([[0.0, 1.0], [2.0, 3.0], [6.0, 7.0]])
+    assert torch.equal(kept_tokens(inputs, token_mask), expected)
+    assert torch.equal(kept_tokens(inputs.reshape(6, 2), token_mask), expected)  # flattened, as OPT's MLP sees it
+    with pytest.raises(AdapterError, match="cannot tell which rows are padding"):
+        kept_tokens(torch.zeros(3, 2, 2), token_mask)
+
+
+class PrependsAToken(nn.Module):
+    """One linear block fed the embedded ids with one more position in front: the mask no longer lines up."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(8, 4)
+        self.layers = nn.ModuleList([nn.Linear(4, 4)])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden_states = self.embed(input_ids)
+        return self.layers[0](torch.cat([hidden_states[:, :1], hidden_states], dim=1))
+
+
+def test_padding_that_cannot_be_lined_up_with_the_blocks_positions_is_refused():
+    adapter = Adapter(family="test", model_types=(), groups=(BlockGroup("language", "layers", ("",)),))
+    calibration = [{"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}]
+    with pytest.raises(AdapterError, match=r"\(2, 4\) but the batch's attention_mask is \(2, 3\)"):
+        walk_blocks(PrependsAToken(), adapter, "input_sq_norm", calibration, lambda *args: None, progress=False, exclude_padding=True)
+    walk_blocks(PrependsAToken(), adapter, "input_sq_norm", calibration, lambda *args: None, progress=False)  # counted: no need to line up
 
 
 @pytest.mark.e2e

@@ -9,6 +9,7 @@ from torch import nn
 from pruning.errors import AdapterError
 from pruning.local.walk import calibration_batches, capture_group_inputs, prune_model
 from pruning.models.adapters import adapter_for, blocks, prunable_linears
+from tests.pruning.local.test_walk import walked_statistics
 
 FAMILIES = ("llava", "llava_next", "qwen2_5_vl", "qwen3_vl", "blip-2+opt", "blip-2+llama", "instructblip", "clip")
 
@@ -91,17 +92,22 @@ def input_sq_norms(model: nn.Module, linears: dict[str, nn.Linear], batches: lis
     return sums
 
 
-def reference_sequential_wanda(model: nn.Module, batches: list[dict], sparsity: float) -> None:
-    """Wanda the slow, obvious way: block i's statistics from full forwards through pruned blocks 0..i-1."""
+def reference_sequential_wanda(model: nn.Module, batches: list[dict], sparsity: float, vision_layer_wide: bool = False) -> None:
+    """Wanda the slow, obvious way: block i's statistics from full forwards through pruned blocks 0..i-1.
+
+    With `vision_layer_wide`, each vision linear loses the lowest floor(out·in·s) scores of the whole
+    layer, as ECoFLaP's ViT pruner compares them (but for its `<=`, which prunes one more)."""
     for group in adapter_for(model).groups:
         for block in blocks(model, group):
             linears = prunable_linears(block, group)
             sums = input_sq_norms(model, linears, batches)
             for name, linear in linears.items():
                 scores = linear.weight.detach().abs().double() * sums[name].sqrt()
-                pruned = scores.argsort(dim=1, stable=True)[:, : int(linear.in_features * sparsity)]
                 with torch.no_grad():
-                    linear.weight.scatter_(1, pruned, 0.0)
+                    if vision_layer_wide and group.modality == "vision":
+                        linear.weight.view(-1)[scores.flatten().argsort(stable=True)[: int(scores.numel() * sparsity)]] = 0.0
+                    else:
+                        linear.weight.scatter_(1, scores.argsort(dim=1, stable=True)[:, : int(linear.in_features * sparsity)], 0.0)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen3_vl"])
@@ -157,3 +163,55 @@ def test_a_shape_change_between_blocks_is_refused():
     model = AddsBetweenBlocks(lambda hidden_states: hidden_states[:1])
     with pytest.raises(AdapterError, match="cannot reproduce"):
         capture_group_inputs(model, model.layers, calibration_batches(torch.ones(2, 4, dtype=torch.long), 2))
+
+
+def one_row(batch: dict, row: int, length: int) -> dict:
+    """Row `row` of an image-text batch alone, its text cut to `length` positions."""
+    alone = {}
+    for key, value in batch.items():
+        if key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+            alone[key] = value[row : row + 1, :length]
+        elif key == "pixel_values" and "image_grid_thw" in batch:  # Qwen: every image's patches, one after another
+            per_image = batch["image_grid_thw"].prod(dim=-1).tolist()
+            alone[key] = value[sum(per_image[:row]) : sum(per_image[: row + 1])]
+        else:
+            alone[key] = value[row : row + 1]
+    return alone
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_5_vl", "blip-2+opt", "instructblip"])
+def test_padding_is_left_out_of_the_language_statistics_only(tiny_vlm, family):
+    """Row 1's last 2 text positions are padding: left out, the statistics are those of the two rows
+    run alone without them; the vision tower's are the same whether padding is excluded or not."""
+    model, batches = tiny_vlm(family)
+    batch = dict(batches[0])
+    length = batch["input_ids"].shape[1] - 2
+    batch["attention_mask"] = batch["attention_mask"].clone()
+    batch["attention_mask"][1, length:] = 0
+    batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 0)
+    unpadded = walked_statistics(model, "input_sq_norm", [one_row(batch, 0, length + 2), one_row(batch, 1, length)], exclude_padding=False)
+    excluded = walked_statistics(model, "input_sq_norm", [batch], exclude_padding=True)
+    counted = walked_statistics(model, "input_sq_norm", [batch], exclude_padding=False)
+    for key, expected in unpadded.items():
+        torch.testing.assert_close(excluded[key], expected, rtol=1e-4, atol=1e-6, msg=str(key))
+        if key[0] == "vision":
+            assert torch.equal(excluded[key], counted[key]), key
+        else:
+            assert not torch.allclose(counted[key], expected, rtol=1e-4, atol=1e-6), key
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_layer_wide_vision_selection_matches_its_reference_and_leaves_language_per_row(tiny_vlm, family):
+    walked, batches = tiny_vlm(family)
+    reference, _ = tiny_vlm(family)
+    prune_model(walked, adapter_for(walked), "wanda", batches, target=0.5, progress=False, modality_options={"vision": {"selection": "layer"}})
+    reference_sequential_wanda(reference, batches, 0.5, vision_layer_wide=True)
+    reference_params = dict(reference.named_parameters())
+    rows_differ = False
+    for group in adapter_for(walked).groups:
+        for index, block in enumerate(blocks(walked, group)):
+            for name, linear in prunable_linears(block, group).items():
+                zeros = linear.weight == 0
+                assert torch.equal(zeros, reference_params[f"{group.path}.{index}.{name}.weight"] == 0), (group.path, index, name)
+                rows_differ |= group.modality == "vision" and len(set(zeros.sum(dim=1).tolist())) > 1
+    assert rows_differ  # layer-wide: rows of a vision linear keep different counts

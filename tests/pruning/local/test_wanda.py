@@ -47,3 +47,28 @@ def test_n_m_follows_scores_within_a_group():
 def test_rejects_statistic_of_wrong_length():
     with pytest.raises(ValueError, match="one entry per input feature"):
         wanda_prune_mask(torch.ones(2, 4), torch.ones(3), 0.5)
+
+
+def test_layer_selection_compares_scores_across_rows():
+    # scores (uniform inputs): row 0: 1, 2, 3, 4; row 1: 5, 6, 7, 8
+    weight = torch.tensor([[1.0, -2.0, 3.0, 4.0], [5.0, 6.0, -7.0, 8.0]])
+    input_sq_norm = torch.ones(4)
+    per_row = torch.tensor([[True, True, False, False], [True, True, False, False]])
+    layer = torch.tensor([[True, True, True, True], [False, False, False, False]])  # the 4 lowest of 8 are all in row 0
+    assert torch.equal(wanda_prune_mask(weight, input_sq_norm, 0.5), per_row)
+    assert torch.equal(wanda_prune_mask(weight, input_sq_norm, 0.5, per_row=False), layer)
+
+
+def test_layer_selection_prunes_floor_of_the_layers_count_with_activations_in_the_scores():
+    # ||X|| = 10, 1, 1: column 0's small weights outscore the others; 0.5 * 6 = 3 lowest of the layer
+    weight = torch.tensor([[0.5, 2.0, 3.0], [0.25, 1.0, 4.0]])
+    input_sq_norm = torch.tensor([100.0, 1.0, 1.0])  # scores row 0: 5, 2, 3; row 1: 2.5, 1, 4
+    expected = torch.tensor([[False, True, False], [True, True, False]])
+    assert torch.equal(wanda_prune_mask(weight, input_sq_norm, 0.5, per_row=False), expected)
+    assert wanda_prune_mask(weight, input_sq_norm, 0.5).sum(dim=1).tolist() == [1, 1]  # per row: floor(1.5) each
+
+
+def test_n_m_ignores_the_selection():
+    generator = torch.Generator().manual_seed(0)
+    weight, input_sq_norm = torch.randn(8, 16, generator=generator), torch.rand(16, generator=generator)
+    assert torch.equal(wanda_prune_mask(weight, input_sq_norm, 0.5, "2:4", per_row=False), wanda_prune_mask(weight, input_sq_norm, 0.5, "2:4"))

@@ -146,3 +146,69 @@ def test_block_scores_split_refuses_a_wrong_count():
     scores = BlockScores(kind="zeroth", scores={"language": [1.0, 2.0]}, n_params={"language": [10, 10]})
     with pytest.raises(ValueError, match="3 values for 2 blocks"):
         scores.split([0.1, 0.2, 0.3])
+
+
+def _one_hot_noise(weights, seed):
+    """z = 1 at each tensor's [0, 0] entry, 0 elsewhere: the directional derivative is a partial derivative."""
+    noise = [torch.zeros(w.shape, dtype=torch.float32) for w in weights]
+    for z in noise:
+        z[0, 0] = 1.0
+    return noise
+
+
+def _partials_at_origin(model, adapter, batches) -> list[list[list[float]]]:
+    """∂L_k/∂w_t[0, 0] by autograd, per block, per prunable tensor, per batch."""
+    from pruning.models.adapters import blocks, prunable_linears
+
+    group = adapter.groups[0]
+    out = []
+    for block in blocks(model, group):
+        per_tensor = []
+        for linear in prunable_linears(block, group).values():
+            partials = []
+            for batch in batches:
+                model.zero_grad()
+                calibration_loss(model, batch).backward()
+                partials.append(linear.weight.grad[0, 0].item())
+            per_tensor.append(partials)
+        out.append(per_tensor)
+    model.zero_grad()
+    return out
+
+
+def test_zeroth_order_estimators_against_partial_derivatives(monkeypatch):
+    """With z one-hot at [0, 0] of each tensor, (L(θ+εz) − L(θ−εz)) / 2ε is ∂L/∂w[0, 0] to O(ε²):
+    per tensor the block's score is Σ_t Σ_k |∂L_k/∂w_t[0,0]|, per block it is Σ_k |Σ_t ∂L_k/∂w_t[0,0]|
+    (one perturbation moves all seven tensors together). transformers computes the loss in fp32, so
+    ε is large enough for its rounding to stay under 1% of the difference."""
+    import pruning.scores.gradient as gradient
+
+    model = build_tiny("llama")
+    adapter, batches = adapter_for(model), _batches(4, batch_size=2)
+    partials = _partials_at_origin(model, adapter, batches)
+    monkeypatch.setattr(gradient, "_noise", _one_hot_noise)
+    per_tensor = zeroth_order_scores(model, adapter, batches, epsilon=0.01, aggregate="sum", progress=False).scores["language"]
+    per_block = zeroth_order_scores(
+        model, adapter, batches, epsilon=0.01, aggregate="sum", estimator="per_block", progress=False
+    ).scores["language"]
+    expected_tensor = [sum(abs(d) for tensor in block for d in tensor) for block in partials]
+    expected_block = [sum(abs(sum(column)) for column in zip(*block)) for block in partials]
+    assert per_tensor == pytest.approx(expected_tensor, rel=1e-2)
+    assert per_block == pytest.approx(expected_block, rel=1e-2)
+    assert all(t > b for t, b in zip(per_tensor, per_block))  # |Σ| < Σ|·| unless all partials share a sign
+
+
+@pytest.mark.parametrize("estimator, passes_per_batch", [("per_tensor", 2 * 7), ("per_block", 2)])
+def test_zeroth_order_forward_passes(estimator, passes_per_batch):
+    """2 forward passes per batch and perturbed unit: the 7 prunable tensors of a Llama block, or the block."""
+    model = build_tiny("llama")
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    zeroth_order_scores(model, adapter_for(model), _batches(4, batch_size=2), estimator=estimator, progress=False)
+    assert len(calls) == passes_per_batch * 2 * SHAPE["num_hidden_layers"]
+
+
+def test_zeroth_order_rejects_an_unknown_estimator():
+    model = build_tiny("llama")
+    with pytest.raises(ValueError, match="estimator"):
+        zeroth_order_scores(model, adapter_for(model), _batches(2), estimator="per_weight", progress=False)
