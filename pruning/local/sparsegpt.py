@@ -94,7 +94,7 @@ def _inverse_hessian_cholesky(hessian: Tensor, damp: float) -> tuple[Tensor, Ten
     diagonal = hessian.diagonal()  # a view
     dead = diagonal == 0
     diagonal[dead] = 1
-    diagonal += damp * diagonal.mean()
+    diagonal += damp * torch.diag(hessian).mean()  # mean over a copy of the diagonal, as the reference: bit-identical damping
     try:
         return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True), dead
     except torch.linalg.LinAlgError as error:
