@@ -13,6 +13,7 @@ and each group is captured afresh, so the language blocks see the already pruned
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -297,18 +298,69 @@ def _to(value: Any, device: torch.device) -> Any:
 def _gather_statistics(
     statistic: str, block: nn.Module, index: int, linears: dict[str, nn.Linear], inputs: GroupInputs
 ) -> dict[str, Tensor]:
-    """Run the (still dense) block on every batch with hooks feeding each linear's inputs to its statistic."""
-    accumulators = {name: STATISTICS[statistic](linear) for name, linear in linears.items()}
-    handles = [linear.register_forward_hook(_feeding(accumulators[name])) for name, linear in linears.items()]
+    """Run the (still dense) block on every batch with hooks feeding each linear's inputs to its statistic.
+
+    Linears called on the same input (q/k/v, gate/up) share one accumulator (`_SharedFeeds`).
+    """
+    feeds = _SharedFeeds(STATISTICS[statistic], linears)
+    handles = [linear.register_forward_hook(feeds.hook(name)) for name, linear in linears.items()]
     try:
         for batch in range(len(inputs.hidden_states)):
+            feeds.new_forward()
             inputs.run(block, index, batch)
     finally:
         for handle in handles:
             handle.remove()
-    return {name: statistic.result() for name, statistic in accumulators.items()}
+    return feeds.results()
 
 
-def _feeding(statistic: Statistic):
-    """A forward hook that passes a linear's input to `statistic`."""
-    return lambda module, args, output: statistic.update(args[0])
+class _SharedFeeds:
+    """Forward hooks that pass each linear's input to its statistic, once per distinct input tensor.
+
+    Linears called on the very same tensor in one forward (a Llama block's q/k/v on the normed hidden
+    states, gate/up in its MLP) get one accumulator: the statistic depends on the inputs alone, so it
+    is gathered once (a Hessian costs tokens · in² per update) and the same result is returned for
+    each. "The very same" is the same tensor object, not modified in place since the first of them
+    saw it (same version counter). Which linears share is fixed by each one's first call and checked
+    on every later call; a linear never called gets its statistic's empty result, as before.
+    """
+
+    def __init__(self, make: Callable[[nn.Linear], Statistic], linears: dict[str, nn.Linear]):
+        self.make, self.linears = make, linears
+        self.owner: dict[str, str] = {}  # linear -> the linear whose accumulator it uses (itself or an earlier one)
+        self.accumulators: dict[str, Statistic] = {}
+        # this forward's updates, in call order: (owner, weak reference to its input, the input's version);
+        # weak, so that no input outlives the forward's own use of it and no freed tensor's id is matched
+        self.fed: list[tuple[str, weakref.ref, int]] = []
+
+    def new_forward(self) -> None:
+        self.fed.clear()
+
+    def hook(self, name: str):
+        def feed(module: nn.Module, args: tuple, output: Any) -> None:
+            tensor = args[0]
+            same = [owner for owner, seen, version in self.fed if seen() is tensor and version == tensor._version]
+            if name not in self.owner:
+                self.owner[name] = same[0] if same else name
+                if not same:
+                    self.accumulators[name] = self.make(self.linears[name])
+            owner = self.owner[name]
+            if owner != name:
+                if owner not in same:
+                    raise AdapterError(
+                        f"{name} was first called on the same input as {owner}, but now on another one; "
+                        "a statistic shared between them would be wrong"
+                    )
+                return
+            self.accumulators[name].update(tensor)
+            self.fed.append((name, weakref.ref(tensor), tensor._version))
+
+        return feed
+
+    def results(self) -> dict[str, Tensor]:
+        """{linear: its statistic's result}, in the order of `linears`; shared ones are the same tensor."""
+        done = {name: accumulator.result() for name, accumulator in self.accumulators.items()}
+        return {
+            name: done[self.owner[name]] if name in self.owner else self.make(linear).result()
+            for name, linear in self.linears.items()
+        }
