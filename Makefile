@@ -58,6 +58,8 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
 peer: $(PEER_STAMP)
 
 $(PEER_STAMP): $(PEER_LOCK)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "$(PEER_LOCK) is for CPython 3.11 (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
 	rm -rf $(PEER_VENV)
 	$(PYTHON) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/python -m pip install -q --no-deps --require-hashes -r $(PEER_LOCK)

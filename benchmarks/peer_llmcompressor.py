@@ -16,17 +16,20 @@ by layer, the pruned layer's outputs feeding the next layer; Wanda scores |W|·�
 SparseGPT with block size --block-size (128 both) and dampening --damp · mean(diag H) (0.01 both).
 Known differences that remain: the peer's SparseGPT selects each block's mask with `<=` a sorted
 threshold (at least int(n·s) weights, ties included), ours exactly int(n·s) (issue 16); the Hessian
-is averaged over sequences there and over tokens here (a common factor, which the relative
-dampening cancels); ties in Wanda's scores are broken by a stable sort there and by `topk` here.
+and Wanda's ‖X_j‖² are running averages over sequences there and a running average over tokens / a
+plain sum here (common factors: SparseGPT's relative dampening cancels its own, neither changes a
+ranking, only the rounding); ties in Wanda's scores are broken by a stable sort there, by `topk` here.
+Our extra options (`--option`, e.g. a mask rule) reach our pruner only.
 
 Printed per method: median seconds of ours and of the peer over the rounds, their ratio, held-out
 NLL (mean token loss on --heldout windows of the test split, evaluated here on both pruned models)
-of ours and the peer's, and mask agreement (share of weights pruned by both or kept by both),
-overall and per linear. The goal (issue 16): NLL within 0.01 and ours ≤ 1.0× the peer's time.
+of ours and the peer's, the share of zeros in the pruned linears of each, and mask agreement (share
+of weights pruned by both or kept by both), overall and per linear. The goal (issue 16): NLL within
+0.01 and ours ≤ 1.0× the peer's time.
 
     make peer     # once: llm-compressor's own venv, .peer-venv
-    .venv/bin/python benchmarks/peer_llmcompressor.py --rounds 3                           # full size, ~1 h on 2 cores
-    .venv/bin/python benchmarks/peer_llmcompressor.py --n-samples 4 --seq-len 64 --threads 1 --layers 4   # a quick check
+    .venv/bin/python benchmarks/peer_llmcompressor.py --rounds 3      # full size: 32 x 256 tokens, 2 threads, all 30 layers
+    .venv/bin/python benchmarks/peer_llmcompressor.py --n-samples 4 --seq-len 64 --heldout 4 --threads 1 --layers 4   # a quick check
 """
 
 from __future__ import annotations
@@ -167,6 +170,11 @@ def agreement(ours: dict[str, torch.Tensor], peer: dict[str, torch.Tensor]) -> t
     return same / total, {kind: hit / count for kind, (hit, count) in by_kind.items()}
 
 
+def zero_share(weights: dict[str, torch.Tensor]) -> float:
+    """Share of zero entries over all the pruned linears."""
+    return sum((weight == 0).sum().item() for weight in weights.values()) / sum(weight.numel() for weight in weights.values())
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -198,8 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nSmolLM2-135M ({layers} layers), {args.sparsity:g} unstructured, calibration {args.n_samples} x {args.seq_len} tokens (batch "
           f"{args.batch_size}), held-out {args.heldout} x {args.seq_len}, {args.threads} thread(s) per tool, {args.rounds} round(s), median seconds")  # fmt: skip
     print(f"dense held-out NLL {nll(checkpoint, None, heldout):.4f}")
-    print("| method | ours s | peer s | ours/peer | NLL ours | NLL peer | ΔNLL | mask agreement | per linear |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| method | ours s | peer s | ours/peer | NLL ours | NLL peer | ΔNLL | sparsity ours / peer | mask agreement | per linear |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for method in args.methods:
         ours_w = load_file(str(args.work / f"{method}-ours.safetensors"))
         peer_w = load_file(str(args.work / f"{method}-peer.safetensors"))
@@ -207,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
         ours_s, peer_s = statistics.median(seconds[method, "ours"]), statistics.median(seconds[method, "peer"])
         ours_nll, peer_nll = nll(checkpoint, ours_w, heldout), nll(checkpoint, peer_w, heldout)
         kinds = ", ".join(f"{kind} {share:.2%}" for kind, share in by_kind.items())
-        print(f"| {method} | {ours_s:.1f} | {peer_s:.1f} | {ours_s / peer_s:.2f} | {ours_nll:.4f} | {peer_nll:.4f} | {ours_nll - peer_nll:+.4f} | {overall:.2%} | {kinds} |")
+        sparsity = " / ".join(f"{zero_share(weights):.4%}" for weights in (ours_w, peer_w))
+        print(f"| {method} | {ours_s:.1f} | {peer_s:.1f} | {ours_s / peer_s:.2f} | {ours_nll:.4f} | {peer_nll:.4f} | {ours_nll - peer_nll:+.4f} "
+              f"| {sparsity} | {overall:.2%} | {kinds} |")  # fmt: skip
 
 
 if __name__ == "__main__":
