@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -320,47 +321,67 @@ class _SharedFeeds:
     Linears called on the very same tensor in one forward (a Llama block's q/k/v on the normed hidden
     states, gate/up in its MLP) get one accumulator: the statistic depends on the inputs alone, so it
     is gathered once (a Hessian costs tokens · in² per update) and the same result is returned for
-    each. "The very same" is the same tensor object, not modified in place since the first of them
-    saw it (same version counter). Which linears share is fixed by each one's first call and checked
-    on every later call; a linear never called gets its statistic's empty result, as before.
+    each. A linear shares the accumulator of an earlier one ("its owner") when its first call gets the
+    tensor the owner's first call got, unmodified since (same object, same version counter); from then
+    on its k-th call in every forward must get exactly the owner's k-th input, and both must be called
+    equally often, or the walk stops with an AdapterError rather than return a wrong statistic. A
+    linear never called gets its statistic's empty result, as before.
     """
 
     def __init__(self, make: Callable[[nn.Linear], Statistic], linears: dict[str, nn.Linear]):
         self.make, self.linears = make, linears
         self.owner: dict[str, str] = {}  # linear -> the linear whose accumulator it uses (itself or an earlier one)
         self.accumulators: dict[str, Statistic] = {}
-        # this forward's updates, in call order: (owner, weak reference to its input, the input's version);
+        # this forward: each owner's inputs in call order, as (weak reference, version when it was fed);
         # weak, so that no input outlives the forward's own use of it and no freed tensor's id is matched
-        self.fed: list[tuple[str, weakref.ref, int]] = []
+        self.fed: dict[str, list[tuple[weakref.ref, int]]] = {}
+        self.calls: Counter[str] = Counter()  # this forward: calls per linear
 
     def new_forward(self) -> None:
+        self._check_forward()
         self.fed.clear()
+        self.calls.clear()
+
+    def _check_forward(self) -> None:
+        for name, owner in self.owner.items():
+            if owner != name and self.calls[name] != self.calls[owner]:
+                raise AdapterError(
+                    f"{name} shares the input statistic of {owner}, but one forward called it {self.calls[name]} "
+                    f"time(s) and {owner} {self.calls[owner]}"
+                )
 
     def hook(self, name: str):
         def feed(module: nn.Module, args: tuple, output: Any) -> None:
-            tensor = args[0]
-            same = [owner for owner, seen, version in self.fed if seen() is tensor and version == tensor._version]
-            if name not in self.owner:
-                self.owner[name] = same[0] if same else name
-                if not same:
+            tensor, call = args[0], self.calls[name]
+            self.calls[name] += 1
+            if name not in self.owner:  # the first call ever: share the accumulator of an owner fed this tensor first
+                first = {owner: inputs[0] for owner, inputs in self.fed.items() if inputs}
+                self.owner[name] = next((owner for owner, fed in first.items() if _same(fed, tensor)), name)
+                if self.owner[name] == name:
                     self.accumulators[name] = self.make(self.linears[name])
             owner = self.owner[name]
-            if owner != name:
-                if owner not in same:
-                    raise AdapterError(
-                        f"{name} was first called on the same input as {owner}, but now on another one; "
-                        "a statistic shared between them would be wrong"
-                    )
-                return
-            self.accumulators[name].update(tensor)
-            self.fed.append((name, weakref.ref(tensor), tensor._version))
+            if owner == name:
+                self.accumulators[name].update(tensor)
+                self.fed.setdefault(name, []).append((weakref.ref(tensor), tensor._version))
+            elif not (call < len(self.fed.get(owner, ())) and _same(self.fed[owner][call], tensor)):
+                raise AdapterError(
+                    f"{name} was first called on the same input as {owner}, but its call {call + 1} of a forward "
+                    f"got another one; a statistic shared between them would be wrong"
+                )
 
         return feed
 
     def results(self) -> dict[str, Tensor]:
         """{linear: its statistic's result}, in the order of `linears`; shared ones are the same tensor."""
+        self._check_forward()
         done = {name: accumulator.result() for name, accumulator in self.accumulators.items()}
         return {
             name: done[self.owner[name]] if name in self.owner else self.make(linear).result()
             for name, linear in self.linears.items()
         }
+
+
+def _same(fed: tuple[weakref.ref, int], tensor: Tensor) -> bool:
+    """Whether `tensor` is the tensor that was fed, unmodified since (same object, same version counter)."""
+    reference, version = fed
+    return reference() is tensor and tensor._version == version

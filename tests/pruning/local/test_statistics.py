@@ -71,3 +71,21 @@ def test_a_linear_that_stops_sharing_its_input_is_an_error():
 
     with pytest.raises(AdapterError, match="b was first called on the same input as a"):
         gather(Fickle(), [torch.ones(1, 3), torch.ones(2, 3)])
+
+
+def test_linears_called_twice_share_only_when_every_call_has_the_same_input():
+    from pruning.errors import AdapterError
+
+    class Twice(ThreeLinears):  # a and b both see x, then both see y: shared, and both inputs count
+        def forward(self, x):
+            y = 2 * x
+            return self.a(x) + self.b(x) + self.a(y) + self.b(y)
+
+    class Reused(ThreeLinears):  # a sees x and 2x, b only x: not the same statistic
+        def forward(self, x):
+            return self.a(x) + self.b(x) + self.a(2 * x)
+
+    result = gather(Twice(), [torch.tensor([[1.0, 0.0, 2.0]])])
+    assert result["a"] is result["b"] and result["a"].tolist() == [5.0, 0.0, 20.0]
+    with pytest.raises(AdapterError, match="b shares the input statistic of a, but one forward called it 1 time"):
+        gather(Reused(), [torch.tensor([[1.0, 0.0, 2.0]])])
