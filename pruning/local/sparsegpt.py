@@ -53,7 +53,9 @@ def sparsegpt_prune(
             f"N:M pattern {n_m} needs blocksize ({blocksize}) and in_features ({columns}) divisible by {group}"
         )
 
-    pruned = weight.detach().to(torch.float32, copy=True)
+    # column-major (pruned.T is contiguous): each column, and the columns right of it in a block, are
+    # contiguous in memory, so the per-column steps below run on contiguous data
+    pruned = weight.detach().T.to(torch.float32, memory_format=torch.contiguous_format, copy=True).T
     hinv, dead = _inverse_hessian_cholesky(hessian.detach().to(pruned.device, torch.float32), damp)
     pruned[:, dead] = 0
 
@@ -62,7 +64,7 @@ def sparsegpt_prune(
         block = pruned[:, start:end]  # a view: updated in place
         block_hinv = hinv[start:end, start:end]
         block_hinv_diag = block_hinv.diagonal()
-        block_errors = torch.zeros_like(block)
+        block_errors = torch.zeros_like(block)  # column-major too
         if group is None:  # one mask for the whole block, from the weights as updated so far
             block_scores = block.square() / block_hinv_diag.square()
             if mask_rule == "exact":
@@ -71,19 +73,19 @@ def sparsegpt_prune(
                 block_mask = at_or_below_mask(block_scores, prune_count(block_scores.numel(), sparsity))
         else:
             block_mask = torch.zeros_like(block, dtype=torch.bool)
+        kept = (~block_mask).T.contiguous()  # [column, row]: one contiguous row per column
         for i in range(end - start):
             if group is not None and i % group == 0:
                 group_scores = block[:, i : i + group].square() / block_hinv_diag[i : i + group].square()
                 block_mask[:, i : i + group] = prune_mask(group_scores, sparsity, n_m, per_row=True)
-            column = block[:, i]
-            kept = column.masked_fill(block_mask[:, i], 0)
-            error = (column - kept) / block_hinv[i, i]
-            block[:, i + 1 :] -= torch.outer(error, block_hinv[i, i + 1 :])
-            block[:, i] = kept  # exactly 0 where pruned
-            block_errors[:, i] = error
+                kept[i : i + group] = ~block_mask[:, i : i + group].T
+            # error = w_q / [H⁻¹]_qq where pruned, 0 where kept; three in-place ops per column
+            error = torch.div(block[:, i], block_hinv[i, i], out=block_errors[:, i]).masked_fill_(kept[i], 0)
+            block[:, i + 1 :].sub_(torch.outer(block_hinv[i, i + 1 :], error).T)  # −= error ⊗ H⁻¹_{q, q+1:}
+        block.masked_fill_(block_mask, 0)  # column i changes no more after its own step
         pruned[:, end:] -= block_errors @ hinv[start:end, end:]  # the block's updates to later columns
 
-    return pruned.to(weight.dtype)
+    return pruned.to(weight.dtype).contiguous()
 
 
 def _inverse_hessian_cholesky(hessian: Tensor, damp: float) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,8 @@ and each group is captured afresh, so the language blocks see the already pruned
 from __future__ import annotations
 
 import inspect
+import weakref
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -319,23 +321,20 @@ def _gather_statistics(
     token_masks: Sequence[Tensor | None] | None = None,
 ) -> dict[str, Tensor]:
     """Run the (still dense) block on every batch with hooks feeding each linear's inputs to its statistic
-    (only the positions `token_masks[batch]` keeps, where given)."""
-    accumulators = {name: STATISTICS[statistic](linear) for name, linear in linears.items()}
-    kept: list[Tensor | None] = [None]  # the current batch's token mask, read by the hooks
-    handles = [linear.register_forward_hook(_feeding(accumulators[name], kept)) for name, linear in linears.items()]
+    (only the positions `token_masks[batch]` keeps, where given).
+
+    Linears called on the same input (q/k/v, gate/up) share one accumulator (`_SharedFeeds`).
+    """
+    feeds = _SharedFeeds(STATISTICS[statistic], linears)
+    handles = [linear.register_forward_hook(feeds.hook(name)) for name, linear in linears.items()]
     try:
         for batch in range(len(inputs.hidden_states)):
-            kept[0] = token_masks[batch] if token_masks is not None else None
+            feeds.new_forward(token_masks[batch] if token_masks is not None else None)
             inputs.run(block, index, batch)
     finally:
         for handle in handles:
             handle.remove()
-    return {name: statistic.result() for name, statistic in accumulators.items()}
-
-
-def _feeding(statistic: Statistic, kept: list[Tensor | None]):
-    """A forward hook that passes a linear's input to `statistic`: every position, or those `kept[0]` marks."""
-    return lambda module, args, output: statistic.update(args[0] if kept[0] is None else kept_tokens(args[0], kept[0]))
+    return feeds.results()
 
 
 def padding_masks(batches: Sequence[Mapping[str, Any]], inputs: GroupInputs, path: str) -> list[Tensor | None]:
@@ -372,3 +371,77 @@ def kept_tokens(inputs: Tensor, token_mask: Tensor) -> Tensor:
         f"a linear's input of shape {tuple(inputs.shape)} does not lay its positions out as the block's "
         f"input {tuple(token_mask.shape)}: the walk cannot tell which rows are padding (use padding: included)"
     )
+
+
+class _SharedFeeds:
+    """Forward hooks that pass each linear's input to its statistic, once per distinct input tensor.
+
+    Linears called on the very same tensor in one forward (a Llama block's q/k/v on the normed hidden
+    states, gate/up in its MLP) get one accumulator: the statistic depends on the inputs alone, so it
+    is gathered once (a Hessian costs tokens · in² per update) and the same result is returned for
+    each. A linear shares the accumulator of an earlier one ("its owner") when its first call gets the
+    tensor the owner's first call got, unmodified since (same object, same version counter); from then
+    on its k-th call in every forward must get exactly the owner's k-th input, and both must be called
+    equally often, or the walk stops with an AdapterError rather than return a wrong statistic. A
+    linear never called gets its statistic's empty result, as before.
+    """
+
+    def __init__(self, make: Callable[[nn.Linear], Statistic], linears: dict[str, nn.Linear]):
+        self.make, self.linears = make, linears
+        self.owner: dict[str, str] = {}  # linear -> the linear whose accumulator it uses (itself or an earlier one)
+        self.accumulators: dict[str, Statistic] = {}
+        # this forward: each owner's inputs in call order, as (weak reference, version when it was fed);
+        # weak, so that no input outlives the forward's own use of it and no freed tensor's id is matched
+        self.fed: dict[str, list[tuple[weakref.ref, int]]] = {}
+        self.calls: Counter[str] = Counter()  # this forward: calls per linear
+        self.token_mask: Tensor | None = None  # this forward: the positions the statistics keep (None: all)
+
+    def new_forward(self, token_mask: Tensor | None = None) -> None:
+        self._check_forward()
+        self.fed.clear()
+        self.calls.clear()
+        self.token_mask = token_mask
+
+    def _check_forward(self) -> None:
+        for name, owner in self.owner.items():
+            if owner != name and self.calls[name] != self.calls[owner]:
+                raise AdapterError(
+                    f"{name} shares the input statistic of {owner}, but one forward called it {self.calls[name]} "
+                    f"time(s) and {owner} {self.calls[owner]}"
+                )
+
+    def hook(self, name: str):
+        def feed(module: nn.Module, args: tuple, output: Any) -> None:
+            tensor, call = args[0], self.calls[name]
+            self.calls[name] += 1
+            if name not in self.owner:  # the first call ever: share the accumulator of an owner fed this tensor first
+                first = {owner: inputs[0] for owner, inputs in self.fed.items() if inputs}
+                self.owner[name] = next((owner for owner, fed in first.items() if _same(fed, tensor)), name)
+                if self.owner[name] == name:
+                    self.accumulators[name] = self.make(self.linears[name])
+            owner = self.owner[name]
+            if owner == name:
+                self.accumulators[name].update(tensor if self.token_mask is None else kept_tokens(tensor, self.token_mask))
+                self.fed.setdefault(name, []).append((weakref.ref(tensor), tensor._version))
+            elif not (call < len(self.fed.get(owner, ())) and _same(self.fed[owner][call], tensor)):
+                raise AdapterError(
+                    f"{name} was first called on the same input as {owner}, but its call {call + 1} of a forward "
+                    f"got another one; a statistic shared between them would be wrong"
+                )
+
+        return feed
+
+    def results(self) -> dict[str, Tensor]:
+        """{linear: its statistic's result}, in the order of `linears`; shared ones are the same tensor."""
+        self._check_forward()
+        done = {name: accumulator.result() for name, accumulator in self.accumulators.items()}
+        return {
+            name: done[self.owner[name]] if name in self.owner else self.make(linear).result()
+            for name, linear in self.linears.items()
+        }
+
+
+def _same(fed: tuple[weakref.ref, int], tensor: Tensor) -> bool:
+    """Whether `tensor` is the tensor that was fed, unmodified since (same object, same version counter)."""
+    reference, version = fed
+    return reference() is tensor and tensor._version == version
