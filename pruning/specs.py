@@ -337,7 +337,7 @@ class ScoreSpec(Spec):
     n_samples: int | None = None  # calibration samples used (None: all)
     epsilon: float = 1e-3
     weighted: bool = False
-    aggregate: Literal["sum", "mean"] = "mean"
+    aggregate: Literal["sum", "mean"] = "sum"
     estimator: Literal["per_tensor", "per_block"] = "per_tensor"
     outlier_m: float = 5.0
     seed: int = 0
@@ -403,7 +403,11 @@ class ECoFLaPSpec(_Allocated):
         "(per_tensor, as the published code; 2 forward passes per tensor and batch), or the whole block at once "
         "(per_block; 2 per block and batch)",
     )
-    aggregate: Literal["sum", "mean"] = Field("mean", description="a block's score: total, or mean per weight")
+    aggregate: Literal["sum", "mean"] = Field(
+        "sum",
+        description="a block's score: total over its weights (the published BLIP-2, EVA-CLIP and LLaMA scripts), "
+        "or mean per weight (their T5 script); the same allocation when every block has the same size",
+    )
     score_samples: int | None = Field(
         None, gt=0, description="calibration samples the scores use (default: 32 zeroth order, 128 first order)"
     )

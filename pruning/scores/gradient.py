@@ -25,7 +25,7 @@ First order: score_b = Σ_{w ∈ b} |w| · mean_k |∂L_k/∂w|, computed batch 
 mean_k Σ_w |w| |∂L_k/∂w| (the same number, with no per-weight buffer).
 
 `aggregate="mean"` divides a block's score by its prunable weight count (the reference's "avg"),
-`"sum"` keeps the total. Perturbation starts from a copy of the block's weights and ends by
+`"sum"` (the default, as the published BLIP-2, EVA-CLIP and LLaMA scripts) keeps the total. Perturbation starts from a copy of the block's weights and ends by
 copying it back, so the model after scoring is bit-identical to the model before (a restore by
 subtraction drifts, most in bf16). Losses are accumulated in fp32.
 """
@@ -80,7 +80,7 @@ def zeroth_order_scores(
     batches: Sequence[Mapping[str, Any]],
     epsilon: float = 1e-3,
     seed: int = 0,
-    aggregate: Aggregate = "mean",
+    aggregate: Aggregate = "sum",
     weighted: bool = False,
     progress: bool = True,
     estimator: Estimator = "per_tensor",
@@ -152,7 +152,7 @@ def first_order_scores(
     model: nn.Module,
     adapter: Adapter,
     batches: Sequence[Mapping[str, Any]],
-    aggregate: Aggregate = "mean",
+    aggregate: Aggregate = "sum",
     progress: bool = True,
 ) -> BlockScores:
     """First-order ECoFLaP scores: Σ |w| · mean |∂L/∂w| over the batches, one backward per batch.
