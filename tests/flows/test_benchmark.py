@@ -51,7 +51,7 @@ def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
     tmp, _, first = smoke_run
     database = tmp / "results.duckdb"
     methods = sorted(row[0] for row in query(database, "SELECT method_label FROM runs"))
-    assert methods == ["dense", "ecoflap(zeroth)+wanda 50%", "magnitude 50%", "wanda 50%"]
+    assert methods == ["dense", "ecoflap(zeroth, per block)+wanda 50%", "magnitude 50%", "wanda 50%"]
     (n_results,) = query(database, "SELECT count(*) FROM results")[0]
     (n_distinct,) = query(database, "SELECT count(DISTINCT (run_id, suite, metric)) FROM results")[0]
     assert n_results == n_distinct > 0
