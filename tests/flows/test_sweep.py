@@ -198,7 +198,7 @@ def test_task_runs_carry_readable_names_and_model_and_method_tags(thread_sweep):
     (drop,) = [name for name in task_runs if name.startswith("drop[shortgpt 25%: ")]  # then the layers it drops
     assert task_runs["run[tiny-llama, shortgpt 25%]"] == task_runs[drop] == {"model:tiny-llama", "method:shortgpt"}
     assert task_runs["record[tiny-llama, dense]"] == {"model:tiny-llama", "method:dense"}
-    assert task_runs["calibration[jargon, 4x32]"] == task_runs["redundancy[tiny-llama, 4x32]"] == {"model:tiny-llama"}
+    assert task_runs["calibration[jargon, 4x32]"] == task_runs["redundancy[tiny-llama, 4x32, block_io, masked]"] == {"model:tiny-llama"}
 
 
 @pytest.mark.e2e

@@ -226,7 +226,10 @@ def test_an_older_database_gets_one_meaning_per_column_and_loses_nothing(tmp_pat
         assert {run_id: run["method_id"] for run_id, run in runs.items()} == {
             run_id: method_identity(json.loads(params)) for run_id, (_, _, params, *_) in V4_RUNS.items()
         }
-        assert runs["wanda"]["method_id"] == WandaSpec(name="wanda", sparsity=0.5).method_id  # as a new run of it records
+        # as a new run of the same behaviour records: Wanda then selected per row in vision blocks too (the
+        # default is now layer-wide there, a different method, so a new default run gets a new identity)
+        assert runs["wanda"]["method_id"] == WandaSpec(name="wanda", sparsity=0.5, vision_selection="per_row").method_id
+        assert runs["wanda"]["method_id"] != WandaSpec(name="wanda", sparsity=0.5).method_id
         primary = connection.execute("SELECT DISTINCT suite, metric FROM results WHERE is_primary ORDER BY ALL").fetchall()
         assert primary == [("hellaswag", "acc_norm"), ("jargon_mc", "acc"), ("jargon_ppl", "word_perplexity")]
         assert connection.execute("SELECT count(*) FROM results WHERE is_primary").fetchone() == (9,)  # 3 per run
