@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture
-def finetune_precision(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling prune_speed, as when run
-    return importlib.import_module("finetune_precision")
+def finetune_precision(benchmark_script):
+    return benchmark_script("finetune_precision")
 
 
 @pytest.mark.parametrize("argv", [["--steps", "0"], ["--eval", "0"], ["--lr", "0"]])

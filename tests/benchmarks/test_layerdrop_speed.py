@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture
-def layerdrop_speed(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling prune_speed, as when run
-    return importlib.import_module("layerdrop_speed")
+def layerdrop_speed(benchmark_script):
+    return benchmark_script("layerdrop_speed")
 
 
 def test_rest_is_extrapolated_from_the_layers_kept(layerdrop_speed):

@@ -4,19 +4,14 @@ An end-to-end run needs the trained toy VLM (minutes to train), so it is left to
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture
-def local_options(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling toy_vlm_recipe, as when run
-    return importlib.import_module("local_options")
+def local_options(benchmark_script):
+    return benchmark_script("local_options")
 
 
 @pytest.mark.parametrize("argv", [["--n-samples", "0"], ["--sparsities", "1.0"], ["--eval-batch", "0"]])

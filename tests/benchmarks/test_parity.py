@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-from pathlib import Path
 
 import pytest
 import torch
 
 from tests.pruning.conftest import build_tiny
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture
-def parity(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its siblings, as when run
-    return importlib.import_module("parity")
+def parity(benchmark_script):
+    return benchmark_script("parity")
 
 
 @pytest.mark.parametrize("argv", [["--n-samples", "0"], ["--sparsity", "1"], ["--batch-size", "0"]])

@@ -3,7 +3,6 @@ tiny model, and (where `make peer` built .peer-venv) the peer's driver on the sa
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 from pathlib import Path
@@ -22,9 +21,8 @@ PEER_PYTHON = REPO / ".peer-venv" / "bin" / "python"
 
 
 @pytest.fixture
-def peer(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its siblings, as when run
-    return importlib.import_module("peer_llmcompressor")
+def peer(benchmark_script):
+    return benchmark_script("peer_llmcompressor")
 
 
 @pytest.fixture
