@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
+from prefect.transactions import CommitMode, transaction
 
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
@@ -39,6 +40,7 @@ from tasks.artifacts import (
 from tasks.cache import CODE
 from tasks.calibration import calibration_set
 from tasks.common import cached_tasks
+from tasks.persistence import STAGE_JSON
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.finetune import finetuned_checkpoint
@@ -52,7 +54,7 @@ from tasks.toy_vlm import TOY_VLM, toy_vlm_checkpoint
 REGRESSED = "Regressed"  # the name of a completed flow run's final state when a result got worse than last time
 
 
-@flow(name="benchmark", flow_run_name="benchmark[{config_path}]", log_prints=True, persist_result=True)
+@flow(name="benchmark", flow_run_name="benchmark[{config_path}]", log_prints=True, persist_result=True, result_serializer=STAGE_JSON)
 def benchmark(config_path: str, database: str | None = None, workdir: str | None = None) -> str:
     """Run every study of an experiment config and return the leaderboard as markdown."""
     config = load_config(config_path, {"database": database, "workdir": workdir})
@@ -236,7 +238,16 @@ def method_run(
     suites_dir: str,
     image_tasks: str | None,
 ) -> str:
-    """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id."""
+    """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id.
+
+    Each stage's result is committed to the cache the moment it finishes: nested task runs would
+    otherwise join the branch's transaction and be committed only when the whole branch succeeds, so
+    a branch killed during evaluation (or failing to record) would lose its finished prune."""
+    with transaction(commit_mode=CommitMode.EAGER):
+        return _branch(config, study, method, inputs, suites_dir, image_tasks)
+
+
+def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodInputs, suites_dir: str, image_tasks: str | None) -> str:
     started_at = datetime.now(timezone.utc)
     workdir = str(config.output.workdir.resolve())
     cache_dir = str(config.output.cache_dir.resolve())

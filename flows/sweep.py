@@ -20,13 +20,14 @@ from pydantic import ValidationError
 
 from flows.benchmark import run_experiment
 from flows.config import ExperimentConfig, describe_validation_error, load_config
+from tasks.persistence import STAGE_JSON
 from pruning.errors import ConfigError
 
 RUNNERS = ("thread", "dask")
 _FLAGS = {"sparsity": "--sparsity", "drop_ratio": "--drop-ratio"}
 
 
-@flow(name="sweep", flow_run_name="sweep[{config_path}]", log_prints=True, persist_result=True)
+@flow(name="sweep", flow_run_name="sweep[{config_path}]", log_prints=True, persist_result=True, result_serializer=STAGE_JSON)
 def sweep(
     config_path: str,
     sparsity: list[float] | None = None,

@@ -8,6 +8,7 @@ for a bounded time. The store never deletes, truncates or rewrites a file it can
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ from reports import schema
 from reports.records import AllocationRow, ItemScore, Record, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+LOCK_TIMEOUT_ENV = "PRUNEBENCH_DB_LOCK_TIMEOUT_S"  # how long to wait for another process's lock, when set
 
 # table -> (record it holds, order rows are listed in); names are ours, never user input
 _TABLES: dict[str, tuple[type[Record], str]] = {
@@ -45,9 +47,9 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 class ResultStore:
     """Benchmark results in one DuckDB file; safe to share between processes and threads, in turn."""
 
-    def __init__(self, path: str | os.PathLike[str], *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout_s: float | None = None):
         self.path = Path(path)
-        self.lock_timeout_s = lock_timeout_s
+        self.lock_timeout_s = lock_timeout_s if lock_timeout_s is not None else default_lock_timeout_s()
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.path)!r})"
@@ -229,6 +231,20 @@ class ResultStore:
                     f"{self.path} is not a DuckDB database (corrupt, or another format); it was left as it is"
                 ) from None
             raise StoreError(f"{self.path} cannot be opened as a DuckDB database: {_first_line(error)}") from None
+
+
+def default_lock_timeout_s() -> float:
+    """$PRUNEBENCH_DB_LOCK_TIMEOUT_S (seconds, a finite number ≥ 0), else 30 s."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise StoreError(f"{LOCK_TIMEOUT_ENV}={text!r}: expected a finite number of seconds ≥ 0")
+    return value
 
 
 _THREAD_LOCKS: dict[str, threading.Lock] = {}

@@ -19,11 +19,11 @@ from pruning.files import write_text_atomic
 from pruning.models.sources import is_multimodal, load_tokenizer
 from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.artifacts import CalibrationSet, CheckpointRef
-from tasks.common import CACHED, stamp
+from tasks.common import STAGE, stamp
 
 
 @task(
-    cache_policy=CACHED,
+    **STAGE,
     task_run_name="calibration[{calibration.corpus}, {calibration.n_samples}x{calibration.seq_len}]",
 )
 def calibration_set(
