@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -73,10 +74,31 @@ class ModelSpec(Spec):
     dtype: DType = "float32"
     device: str = "cpu"
     trust_remote_code: bool = False
+    # A display name, like a method's `id`: left out of dumps, so no identity, hash or cache key sees it.
+    name: str | None = Field(None, min_length=1, exclude=True, description="your label for this model (default: the source's last part)")
+    _label: str | None = PrivateAttr(None)
 
     @property
     def label(self) -> str:
+        """The label results are recorded and reported under: set by the experiment so that no two
+        different models of it share one (`flows.config`), else `name` or the source's last part."""
+        return self._label or self.name or self.base_label
+
+    @property
+    def base_label(self) -> str:
         return self.source.removeprefix("packaged:").rstrip("/").split("/")[-1]
+
+    def identity(self) -> tuple[str, str, str]:
+        """What makes two studies' models the same model: where its files are (a local path resolved),
+        its dtype and its device (each changes the numbers a method gets)."""
+        source = self.source
+        if not source.startswith("packaged:") and (source.startswith((".", "/", "~")) or Path(source).expanduser().exists()):
+            source = str(Path(source).expanduser().resolve())
+        return source, self.dtype, self.device
+
+    def labelled(self, label: str) -> None:
+        """Set the label the experiment shows (a display name only: no identity or cache key sees it)."""
+        self._label = label
 
 
 class CalibrationSpec(Spec):
