@@ -28,6 +28,7 @@ from flows import environment, provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from pruning.allocation import allocate
 from pruning.errors import PrunebenchError
+from pruning.files import file_problem
 from pruning.models.sources import checkpoint_problem, decoder_layer_count
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
@@ -193,7 +194,7 @@ def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_d
     if any(needs_calibration(method) for method in study.methods):
         calibration = _rebuilt_if_missing(
             calibration_set,
-            lambda c: None if Path(c.path).is_file() else f"{c.path} does not exist",
+            lambda c: file_problem(Path(c.path), c.digest),
             base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir,
         )
     measured = dict(base=base.ref, calibration_path=calibration.path if calibration else None, model=study.model,

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pruning.calibration import load_calibration
 from pruning.models.sources import checkpoint_fingerprint, checkpoint_problem, save_checkpoint
 from tests.flows.test_benchmark import REPO, prunebench, query
 from tests.flows.test_sweep import tiny_llama, write_config
@@ -196,13 +197,15 @@ def killed_and_rerun(module_tmp, cache_dir, smollm2_checkpoint):
     # 3. the same command again, undisturbed
     rerun = prunebench("run", str(config))
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    # 4. the checkpoint corrupted once more after a clean exit
+    # 4. the checkpoint corrupted once more after a clean exit, and the calibration set truncated
     os.truncate(weights, whole_size // 3)
+    (calibration,) = (tmp / "work" / "calibration").glob("*.safetensors")
+    os.truncate(calibration, 100)
     corrupt_rerun = prunebench("run", str(config))
     assert corrupt_rerun.returncode == 0, corrupt_rerun.stderr[-4000:]
     return {"database": database, "before": before, "killed_output": killed_output, "locked_output": locked_output,
             "rerun": rerun, "corrupt_rerun": corrupt_rerun, "magnitude": magnitude, "half": half,
-            "whole_size": whole_size, "pwned": pwned}  # fmt: skip
+            "whole_size": whole_size, "pwned": pwned, "calibration": calibration}  # fmt: skip
 
 
 def state_of(output: str, task_run: str) -> str | None:
@@ -274,8 +277,10 @@ def test_finished_stages_come_from_the_cache(killed_and_rerun):
     latest = query(database, "SELECT flow_run_id FROM runs ORDER BY started_at DESC LIMIT 1")[0][0]
     cached = dict(query(database, "SELECT r.method_label || '/' || s.stage, s.cached FROM stages s JOIN runs r USING (run_id) "
                                   f"WHERE r.flow_run_id = '{latest}'"))  # fmt: skip
-    # computed before the kill: the shared stages and dense's evaluation
-    assert cached["wanda 50%/calibration"] and cached["shortgpt 25%/redundancy"] and cached["dense/evaluate"]
+    # computed before: the layer redundancy, dense's evaluation, wanda's prune (its calibration set was
+    # truncated, so rebuilt, to the same bytes)
+    assert cached["shortgpt 25%/redundancy"] and cached["dense/evaluate"] and cached["wanda 50%/prune"]
+    assert not cached["wanda 50%/calibration"]
     # the corrupted checkpoint was rebuilt, so it and its evaluation were computed again
     assert not cached["magnitude 50%/prune"] and not cached["magnitude 50%/evaluate"]
 
@@ -291,7 +296,11 @@ def test_corrupt_cached_checkpoint_is_rebuilt_with_a_warning(killed_and_rerun):
     # Prefect's console handler wraps long lines (and folds long paths) at the terminal width
     unwrapped = re.sub(r"\s+", "", output)
     assert re.sub(r"\s+", "", expected) in unwrapped, output[-3000:]
-    assert unwrapped.count("isunusable") == 1
+    calibration = killed_and_rerun["calibration"]
+    expected = f"cached result of calibration_set is unusable: {calibration} changed after the stage that wrote it was cached"
+    assert re.sub(r"\s+", "", expected) in unwrapped, output[-3000:]
+    assert unwrapped.count("isunusable") == 2
+    assert load_calibration(calibration).shape == (4, 32)  # rewritten whole
     assert checkpoint_problem(killed_and_rerun["magnitude"]) is None  # whole again, at the same place
     assert weights.stat().st_size == killed_and_rerun["whole_size"]
     # the rebuilt checkpoint gives the numbers the intact one gave before the kill
