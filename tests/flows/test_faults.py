@@ -81,11 +81,12 @@ def test_half_written_and_missing_checkpoints_are_named(checkpoint, tmp_path):
 def run_watching(args: list[str], markers: list[str], action: str, database: Path | None = None,
                  env: dict | None = None, timeout_s: float = 600) -> tuple[int, str]:
     """Start `prunebench ARGS` and, once lines containing each of `markers` have appeared in that order,
-    `kill` it (SIGKILL) or `lock` `database` (a read-write DuckDB connection of this process, held until
-    the run has ended). Returns its exit status and output.
+    `kill` it (SIGKILL), `term`inate it (SIGTERM) or `lock` `database` (a read-write DuckDB connection of
+    this process, held until the run has ended). Returns its exit status and output, once the processes
+    it started have gone too (asserted: they must not outlive it).
 
-    The process and what it started (Prefect's ephemeral API server) share a new session, so a killed
-    run's whole group is killed, as a crashed machine would lose it."""
+    Only the run's own process is signalled; its session is killed afterwards, so that nothing a
+    failing test leaves behind lingers."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}, **(env or {})}
     process = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -97,7 +98,7 @@ def run_watching(args: list[str], markers: list[str], action: str, database: Pat
         lines.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    seen, waiting, held, deadline = [], list(markers), None, time.monotonic() + timeout_s
+    seen, waiting, held, children, deadline = [], list(markers), None, [], time.monotonic() + timeout_s
     try:
         while True:
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -108,9 +109,11 @@ def run_watching(args: list[str], markers: list[str], action: str, database: Pat
             seen.append(line)
             if waiting and waiting[0] in line:
                 waiting.pop(0)
-                if not waiting and action == "kill":
-                    os.kill(process.pid, signal.SIGKILL)
-                    break
+                if not waiting and action in ("kill", "term"):
+                    children = children_of(process.pid)
+                    os.kill(process.pid, signal.SIGKILL if action == "kill" else signal.SIGTERM)
+                    if action == "kill":
+                        break
                 if not waiting and action == "lock":
                     held = duckdb.connect(str(database))
     except queue.Empty:
@@ -118,12 +121,40 @@ def run_watching(args: list[str], markers: list[str], action: str, database: Pat
     finally:
         if held is not None:
             held.close()
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the rest of its group: the API server
-        except ProcessLookupError:
-            pass
+        if waiting:  # failed before acting: stop it all now
+            _kill_session(process.pid)
         process.wait(timeout=60)
+        # what it started (Prefect's API server) goes with it, SIGKILL or not
+        deadline = time.monotonic() + 15
+        while children and time.monotonic() < deadline:
+            children = [child for child in children if _running(child)]
+            time.sleep(0.2)
+        _kill_session(process.pid)
+    assert not children, f"processes {children} outlived the run they belong to"
     return process.returncode, "".join(seen)
+
+
+def _kill_session(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes `pid` started that are alive now (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 class _Payload:
@@ -235,6 +266,26 @@ def test_rerun_records_every_method_and_loses_nothing_of_the_killed_run(killed_a
     assert n_results == n_distinct
     (n_runs,) = query(database, "SELECT count(*) FROM runs")[0]
     assert n_runs == 2 + 2 + 2 * len(LABELS)
+
+
+@pytest.mark.e2e
+def test_a_run_stopped_with_sigterm_crashes_its_flow_run_and_stops_its_server(module_tmp, cache_dir, smollm2_checkpoint):
+    """SIGTERM is what `timeout`, systemd and `docker stop` send: handled like Ctrl-C."""
+    tmp = module_tmp("sigterm")
+    config = write_config(tmp, "sigterm", tiny_llama(tmp / "tiny-llama", smollm2_checkpoint), [{"name": "dense"}], cache_dir)
+    # during the evaluation (the weights are loading), where a long run spends its time
+    status, output = run_watching(["run", str(config)], ["Task run 'model[", "Loading weights"], "term", timeout_s=300)
+    assert status == 128 + signal.SIGTERM
+    assert re.search(r"Flow run 'benchmark\[[^']*\]' - Finished in state Crashed\('Execution was aborted by a termination signal", output)
+    assert output.rstrip().endswith("prunebench: stopped by SIGTERM; finished stages are cached and will be reused")
+
+
+@pytest.mark.e2e
+def test_a_flow_run_left_running_by_a_killed_process_is_marked_crashed(killed_and_rerun):
+    locked = re.sub(r"\s+", " ", killed_and_rerun["locked_output"])
+    assert re.search(r"flow run benchmark\[\S+\] was left Running by process \d+, which is gone: marked Crashed", locked), locked[-2000:]
+    rerun = killed_and_rerun["rerun"].stdout + killed_and_rerun["rerun"].stderr
+    assert "marked Crashed" not in rerun  # the run whose recording failed ended Failed, not Running
 
 
 @pytest.mark.e2e
