@@ -109,11 +109,15 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     markdown = leaderboard_markdown(database, models, config.name)
     key = config.name.lower().replace("_", "-").replace(".", "-")
     create_markdown_artifact(markdown, key=f"leaderboard-{key}", description=f"prunebench leaderboard for {config.name}")
-    page = Path(report_html_for(database, config.name))
-    create_link_artifact(page.as_uri(), link_text=page.name, key=f"report-html-{key}",
-                         description=f"prunebench report for {config.name} with plots (a self-contained HTML file)")
-    create_markdown_artifact(report_markdown_for(database, config.name), key=f"report-{key}",
-                             description=f"prunebench report for {config.name}: curves, allocations, redundancy, speed")
+    try:  # every result is recorded by now: a report that cannot be written is a warning, not a failed run
+        page = Path(report_html_for.with_options(retries=0)(database, config.name))
+        create_link_artifact(page.as_uri(), link_text=page.name, key=f"report-html-{key}",
+                             description=f"prunebench report for {config.name} with plots (a self-contained HTML file)")
+        create_markdown_artifact(report_markdown_for(database, config.name), key=f"report-{key}",
+                                 description=f"prunebench report for {config.name}: curves, allocations, redundancy, speed")
+    except Exception as error:
+        logger.warning("the report of %s was not written (%s: %s); every result is recorded: `prunebench report "
+                       "--database %s --format html` writes it again", config.name, type(error).__name__, error, database)
     outcome = regression_check(database, flow_run.get_id() or "local")
     create_markdown_artifact(outcome.markdown, key=f"regressions-{key}",
                              description=f"{config.name}: results that moved beyond their noise margin since the previous run")
@@ -454,12 +458,18 @@ def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) 
 
 def preflight(config: ExperimentConfig) -> None:
     """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites,
-    an evaluation backend that cannot run here."""
+    a device this machine lacks, a database that cannot be written, an evaluation backend that cannot run here."""
     from evals.lm_eval_bridge import check_suites
     from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
-    from pruning.models.sources import PACKAGED, TRAINED, count_parameters, resolve_checkpoint, takes_images
+    from pruning.models.sources import PACKAGED, TRAINED, count_parameters, device_problem, resolve_checkpoint, takes_images
+    from reports.store import ResultStore
 
+    for index, study in enumerate(config.studies):
+        problem = device_problem(study.model.device)
+        if problem:
+            raise ConfigError(f"studies.{index}.model.device: {problem}")
+    ResultStore(config.output.database).check_writable()
     known = sorted([*PACKAGED, *TRAINED])
     text_suites: list[str] = []
     image_suites: list[str] = []

@@ -7,6 +7,7 @@ the config is validated and the environment is set, so `--help` and config error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.command(args)
     except KeyboardInterrupt:
         return _interrupted()
+    except BrokenPipeError:  # `prunebench report | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
     except Exception as error:
         from flows.deploy import STOPPED_BY
 

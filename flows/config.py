@@ -85,6 +85,16 @@ class OutputSpec(Spec):
     workdir: Path = Path(".prunebench")
     cache: Path | None = Field(None, description="models converted from packages and corpora; default <workdir>/cache")
 
+    @model_validator(mode="after")
+    def _folders_can_be_folders(self) -> "OutputSpec":
+        """A workdir or cache that exists as a file, or a database that is a folder, fails here, not after the compute."""
+        for name, folder in (("workdir", self.workdir), ("cache", self.cache), ("database's folder", self.database.parent)):
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise ValueError(f"{name} {folder} is a file, not a folder")
+        if self.database.is_dir():
+            raise ValueError(f"database {self.database} is a folder; name a file in it, e.g. {self.database / 'prunebench.duckdb'}")
+        return self
+
     @property
     def cache_dir(self) -> Path:
         """Shared by every experiment that names the same directory; safe to delete (rebuilt on demand)."""
@@ -92,7 +102,8 @@ class OutputSpec(Spec):
 
 
 class ExperimentConfig(Spec):
-    name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
+    # ASCII: the name goes into Prefect artifact keys, file names and HTML ids
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     studies: list[StudySpec] = Field(min_length=1)
     output: OutputSpec = OutputSpec()

@@ -145,6 +145,12 @@ class ResultStore:
     def schema_version(self) -> int:
         return self._read(schema.current_version)
 
+    def check_writable(self) -> None:
+        """Fail now, naming the problem, where recording would fail later: a folder that cannot be made,
+        a file that is not a DuckDB database or is locked, a schema newer than this code. Creates the
+        file (with the current schema) when there is none; changes nothing in one that exists."""
+        self._write("checking that it can be written", lambda connection: connection.execute("SELECT count(*) FROM runs").fetchall())
+
     def query(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts (column name -> value), for reports.
 
@@ -169,7 +175,14 @@ class ResultStore:
             raise StoreError(f"{self.path}: {doing} failed and was rolled back: {_first_line(error)}") from error
 
     def _read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run `work` in a read-only transaction on a database of the current schema."""
+        """Run `work` in a read-only transaction on a database of the current schema; a file that
+        fails while being read (corrupt past its header) is a StoreError naming it."""
+        try:
+            return self._read_unchecked(work)
+        except duckdb.Error as error:
+            raise StoreError(f"{self.path}: reading failed: {_first_line(error)} (the file may be damaged; it was left as it is)") from error
+
+    def _read_unchecked(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         if not self.path.exists():  # nothing recorded yet; reading must not create the file
             with closing(duckdb.connect(":memory:")) as connection:
                 connection.execute(_SESSION_SETUP)

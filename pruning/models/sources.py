@@ -296,6 +296,20 @@ def checkpoint_lock(dest: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def device_problem(device: str) -> str | None:
+    """Why this machine cannot run on `device` (no CUDA, an index beyond its GPUs), or None."""
+    kind, _, index = device.partition(":")
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": getattr(torch.backends, "mps", None)}.get(kind)
+    if kind == "cpu":
+        return None
+    if backend is None or not backend.is_available():
+        return f"{device!r}: this machine has no {kind.upper()} device that torch can use"
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if index and int(index) >= count:
+        return f"{device!r}: this machine has {count} {kind.upper()} device(s), numbered from 0"
+    return None
+
+
 def checkpoint_fingerprint(path: Path) -> str:
     """Names, sizes and modification times of a checkpoint's files: changes when its contents are replaced."""
     digest = hashlib.sha256()

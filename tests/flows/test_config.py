@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,43 @@ studies:
     with pytest.raises(ConfigError, match=r"studies 1 and 2 are different models \(/m/a/x, /m/b/y\) that cannot be told apart: "
                                           r"both would be recorded as 'b/y'; give one a `name`"):  # fmt: skip
         load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ("lr: .inf", "finetune.lr: Input should be a finite number"),
+        ("lr: .nan", "finetune.lr: Input should be a finite number"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused(tmp_path, change, expected):
+    text = VALID.replace("        sparsity: 0.5", f"        sparsity: 0.5\n        finetune: {{{change}}}")
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("name: t", "name: résultats", "name: String should match pattern"),
+        ("name: t", "name: t/../x", "name: String should match pattern"),
+        ("{source: packaged:smollm2-135m}", "{source: packaged:smollm2-135m, device: gpu}", "model.device: String should match pattern"),
+        ("{source: packaged:smollm2-135m}", "{source: packaged:smollm2-135m}\n    calibration: {seed: 9223372036854775808}",
+         "calibration.seed: Input should be less than 9223372036854775808"),
+        ("{source: packaged:smollm2-135m}", "{source: packaged:smollm2-135m}\n    calibration: {seed: -1}",
+         "calibration.seed: Input should be greater than or equal to 0"),
+    ],
+)  # fmt: skip
+def test_values_that_would_fail_after_the_compute_are_refused_at_the_door(tmp_path, old, new, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(tmp_path, VALID.replace(old, new)))
+
+
+def test_output_folders_that_are_files_are_refused(tmp_path):
+    (tmp_path / "work").write_text("")
+    text = VALID + f"output: {{workdir: {tmp_path / 'work'}}}\n"
+    with pytest.raises(ConfigError, match=f"workdir {re.escape(str(tmp_path / 'work'))} is a file, not a folder"):
+        load_config(write(tmp_path, text))
+    (tmp_path / "db").mkdir()
+    with pytest.raises(ConfigError, match="database .* is a folder; name a file in it"):
+        load_config(write(tmp_path, VALID + f"output: {{database: {tmp_path / 'db'}}}\n"))

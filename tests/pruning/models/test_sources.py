@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pruning.errors import CheckpointError, ModelSourceError
-from pruning.models.sources import MANIFEST, checkpoint_lock, is_complete_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from pruning.models.sources import MANIFEST, checkpoint_lock, device_problem, is_complete_checkpoint, load_model, resolve_checkpoint, save_checkpoint
 from pruning.specs import ModelSpec
 
 
@@ -108,3 +108,13 @@ def test_the_checkpoint_lock_excludes_a_second_writer(tmp_path):
         order.append("first")
     waiting.join(timeout=10)
     assert order == ["first", "second"]
+
+
+def test_a_device_this_machine_lacks_is_named(monkeypatch):
+    assert device_problem("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_problem("cuda:0") == "'cuda:0': this machine has no CUDA device that torch can use"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device_problem("cuda:1") is None
+    assert device_problem("cuda:2") == "'cuda:2': this machine has 2 CUDA device(s), numbered from 0"
