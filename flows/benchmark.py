@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.transactions import CommitMode, transaction
 
+from evals.corpora import corpus_documents
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
@@ -469,7 +470,6 @@ def preflight(config: ExperimentConfig) -> None:
         problem = device_problem(study.model.device)
         if problem:
             raise ConfigError(f"studies.{index}.model.device: {problem}")
-    ResultStore(config.output.database).check_writable()
     known = sorted([*PACKAGED, *TRAINED])
     text_suites: list[str] = []
     image_suites: list[str] = []
@@ -485,6 +485,11 @@ def preflight(config: ExperimentConfig) -> None:
             multimodal = takes_images(path)
         if any(needs_calibration(method) for method in study.methods):
             image_corpus = study.calibration.corpus in IMAGE_CORPORA
+            if not image_corpus:  # a token covers at least one character: a shorter text has too few tokens
+                characters = sum(len(text) for text in corpus_documents(study.calibration.corpus, "calibration", config.output.cache_dir)) + 2
+                if characters <= study.calibration.seq_len:
+                    raise ConfigError(f"calibration.seq_len={study.calibration.seq_len}: the {study.calibration.corpus!r} calibration "
+                                      f"text has {characters} characters, fewer than a window's tokens")  # fmt: skip
             if image_corpus and not multimodal:
                 raise ConfigError(f"calibration.corpus {study.calibration.corpus!r}: image-QA calibration needs a vision-language model; {source} is text-only")
             if multimodal and not image_corpus:
@@ -504,6 +509,7 @@ def preflight(config: ExperimentConfig) -> None:
             check_suites(study.eval.suites)  # refuses image suites for a text-only model
             text_suites += study.eval.suites
     check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
+    ResultStore(config.output.database).check_writable()  # last: a run refused for another reason creates no file
 
 
 _WARNED: set[tuple] = set()

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         if isinstance(error, PrunebenchError):
-            print(f"prunebench: error: {error}", file=sys.stderr)
+            print(f"prunebench: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever it quotes
             return 2
         if isinstance(error, ImportError):  # a package of the environment is broken or missing: say which, in one line
             from flows import environment

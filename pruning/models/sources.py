@@ -266,9 +266,12 @@ def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None 
                 shutil.rmtree(leftover, ignore_errors=True)
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
+            try:
+                model.save_pretrained(tmp, safe_serialization=True)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
+            except Exception as error:  # a full disk surfaces as OSError or safetensors' own SafetensorError
+                raise CheckpointError(f"cannot write the checkpoint {dest}: {_first_line(error)} (is its disk full?)") from error
             files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
             (tmp / MANIFEST).write_text(json.dumps({"files": files, **(extra or {})}, indent=2))
             if dest.exists():
