@@ -27,6 +27,7 @@ from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
 from flows import environment, provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
+from flows.deploy import tag_with_process
 from pruning.allocation import allocate
 from pruning.errors import PrunebenchError
 from pruning.files import file_problem
@@ -85,6 +86,7 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     worker comes straight here): a worker whose environment cannot evaluate fails in seconds."""
     preflight(config)
     fix_code_digests()
+    tag_with_process()
     logger = get_run_logger()
     workdir = str(config.output.workdir.resolve())
     database = str(config.output.database.resolve())

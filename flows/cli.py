@@ -210,14 +210,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {"database": args.database, "workdir": args.workdir}
     config = load_config(args.config, overrides)  # fails here, before anything loads
     configure_environment(config.output.workdir)
-    from prefect import tags
-
     from flows import deploy
     from flows.benchmark import REGRESSED, benchmark, preflight
     from flows.deploy import FLOW_NAME
 
     preflight(config)
-    with deploy.run_api(), tags(*deploy.run_tags()):
+    with deploy.run_api():
         deploy.mark_dead_runs_crashed(FLOW_NAME)
         state = benchmark(
             str(args.config.resolve()),
@@ -247,8 +245,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runner = args.runner or ("dask" if dask_options else "thread")
     config = load_config(args.config, {"database": args.database, "workdir": args.workdir})  # fails here, before anything loads
     configure_environment(config.output.workdir)
-    from prefect import tags
-
     from flows import deploy
     from flows.benchmark import preflight
     from flows.sweep import expand_ratios, run_sweep, task_runner
@@ -258,7 +254,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     n_branches = sum(len(study.methods) for study in swept.studies)
     where = args.dask_address or (f"{args.dask_workers or args.concurrency} local Dask workers" if runner == "dask" else f"{args.concurrency} threads")
     print(f"sweep {swept.name}: {n_branches} branches on {where}", flush=True)
-    with deploy.run_api(), tags(*deploy.run_tags()):
+    with deploy.run_api():
         deploy.mark_dead_runs_crashed("sweep")
         markdown = run_sweep(
             str(args.config.resolve()),

@@ -189,7 +189,7 @@ def _drain_into_api() -> None:
 
 def mark_dead_runs_crashed(flow_name: str) -> int:
     """Flow runs of `flow_name` that a process of this machine left `Running` when it died (SIGKILL, a
-    power cut) stay so in the UI for good: mark them Crashed. A run is known by the tags `run_tags`
+    power cut) stay so in the UI for good: mark them Crashed. A run is known by the tags `tag_with_process`
     gives it; one whose process still lives is left alone. Returns how many were marked."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
@@ -214,9 +214,17 @@ def mark_dead_runs_crashed(flow_name: str) -> int:
     return marked
 
 
-def run_tags() -> tuple[str, str]:
-    """Tags a flow run gets so that a later run can tell whether its process still lives."""
-    return f"host:{socket.gethostname()}", f"pid:{os.getpid()}"
+def tag_with_process() -> None:
+    """Tag the current flow run with this machine and process (`host:NAME`, `pid:N`), so that a later run
+    can tell whether the process behind a flow run left `Running` still lives. The flow run only: its
+    task runs keep their own tags (`model:`, `method:`)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.get_id() is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.get_id(), tags=[*flow_run.get_tags(), f"host:{socket.gethostname()}", f"pid:{os.getpid()}"])
 
 
 def _alive(pid: int) -> bool:
