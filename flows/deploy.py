@@ -169,12 +169,7 @@ def run_api(workdir_home: str | None = None) -> Iterator[str]:
         finally:
             os.environ.pop("PREFECT_API_URL", None)
             _drain_into_api()
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, grace_s=10)
 
 
 def _drain_into_api() -> None:

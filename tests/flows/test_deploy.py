@@ -184,15 +184,18 @@ def tiny_llama(module_tmp, smollm2_checkpoint) -> Path:
     return save_checkpoint(LlamaForCausalLM(config), tokenizer, module_tmp("deploy") / "tiny-llama")
 
 
+def start_server(tmp: Path) -> tuple[subprocess.Popen, int, str, Path]:
+    """`prunebench server` on a free loopback port with a Prefect home in `tmp`: (process, port, API URL, log)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    log = tmp / "server.log"
+    return start("server", "--port", str(port), "--workdir", str(tmp / "work"), log=log, env=env), port, f"http://127.0.0.1:{port}/api", log
+
+
 @pytest.fixture(scope="module")
 def server(module_tmp):
     """`prunebench server` on a free loopback port with a temporary Prefect home; stopped by Ctrl-C at the end."""
-    tmp = module_tmp("server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    log = tmp / "server.log"
-    process = start("server", "--port", str(port), "--workdir", str(tmp / "work"), log=log, env=env)
+    process, port, url, log = start_server(module_tmp("server"))
     try:
         poll("the Prefect server answers", lambda: server_is_up(url), 180, log)
         printed = poll("the server prints its URLs", lambda: "Prefect UI:" in (text := log.read_text()) and text, 30, log)
@@ -221,11 +224,7 @@ def test_a_second_server_on_a_busy_port_fails_before_printing_anything(server, t
 
 @pytest.mark.e2e
 def test_a_server_killed_with_sigkill_takes_its_prefect_server_along(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    log = tmp_path / "server.log"
-    process = start("server", "--port", str(port), "--workdir", str(tmp_path / "work"), log=log, env=env)
+    process, _, url, log = start_server(tmp_path)
     try:
         poll("the Prefect server answers", lambda: server_is_up(url), 180, log)
         process.kill()
