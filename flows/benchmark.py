@@ -19,14 +19,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
+from prefect.transactions import CommitMode, transaction
 
+from evals.corpora import corpus_documents
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
 from flows import environment, provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
+from flows.deploy import tag_with_process
 from pruning.allocation import allocate
 from pruning.errors import PrunebenchError
+from pruning.files import file_problem
 from pruning.models.sources import checkpoint_problem, decoder_layer_count
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
@@ -39,6 +43,7 @@ from tasks.artifacts import (
 from tasks.cache import CODE
 from tasks.calibration import calibration_set
 from tasks.common import cached_tasks
+from tasks.persistence import STAGE_JSON
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
 from tasks.finetune import finetuned_checkpoint
@@ -52,7 +57,7 @@ from tasks.toy_vlm import TOY_VLM, toy_vlm_checkpoint
 REGRESSED = "Regressed"  # the name of a completed flow run's final state when a result got worse than last time
 
 
-@flow(name="benchmark", flow_run_name="benchmark[{config_path}]", log_prints=True, persist_result=True)
+@flow(name="benchmark", flow_run_name="benchmark[{config_path}]", log_prints=True, persist_result=True, result_serializer=STAGE_JSON)
 def benchmark(config_path: str, database: str | None = None, workdir: str | None = None) -> str:
     """Run every study of an experiment config and return the leaderboard as markdown."""
     config = load_config(config_path, {"database": database, "workdir": workdir})
@@ -81,6 +86,7 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     worker comes straight here): a worker whose environment cannot evaluate fails in seconds."""
     preflight(config)
     fix_code_digests()
+    tag_with_process()
     logger = get_run_logger()
     workdir = str(config.output.workdir.resolve())
     database = str(config.output.database.resolve())
@@ -106,11 +112,15 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     markdown = leaderboard_markdown(database, models, config.name)
     key = config.name.lower().replace("_", "-").replace(".", "-")
     create_markdown_artifact(markdown, key=f"leaderboard-{key}", description=f"prunebench leaderboard for {config.name}")
-    page = Path(report_html_for(database, config.name))
-    create_link_artifact(page.as_uri(), link_text=page.name, key=f"report-html-{key}",
-                         description=f"prunebench report for {config.name} with plots (a self-contained HTML file)")
-    create_markdown_artifact(report_markdown_for(database, config.name), key=f"report-{key}",
-                             description=f"prunebench report for {config.name}: curves, allocations, redundancy, speed")
+    try:  # every result is recorded by now: a report that cannot be written is a warning, not a failed run
+        page = Path(report_html_for.with_options(retries=0)(database, config.name))
+        create_link_artifact(page.as_uri(), link_text=page.name, key=f"report-html-{key}",
+                             description=f"prunebench report for {config.name} with plots (a self-contained HTML file)")
+        create_markdown_artifact(report_markdown_for(database, config.name), key=f"report-{key}",
+                                 description=f"prunebench report for {config.name}: curves, allocations, redundancy, speed")
+    except Exception as error:
+        logger.warning("the report of %s was not written (%s: %s); every result is recorded: `prunebench report "
+                       "--database %s --format html` writes it again", config.name, type(error).__name__, error, database)
     outcome = regression_check(database, flow_run.get_id() or "local")
     create_markdown_artifact(outcome.markdown, key=f"regressions-{key}",
                              description=f"{config.name}: results that moved beyond their noise margin since the previous run")
@@ -191,7 +201,7 @@ def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_d
     if any(needs_calibration(method) for method in study.methods):
         calibration = _rebuilt_if_missing(
             calibration_set,
-            lambda c: None if Path(c.path).is_file() else f"{c.path} does not exist",
+            lambda c: file_problem(Path(c.path), c.digest),
             base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir,
         )
     measured = dict(base=base.ref, calibration_path=calibration.path if calibration else None, model=study.model,
@@ -236,7 +246,16 @@ def method_run(
     suites_dir: str,
     image_tasks: str | None,
 ) -> str:
-    """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id."""
+    """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id.
+
+    Each stage's result is committed to the cache the moment it finishes: nested task runs would
+    otherwise join the branch's transaction and be committed only when the whole branch succeeds, so
+    a branch killed during evaluation (or failing to record) would lose its finished prune."""
+    with transaction(commit_mode=CommitMode.EAGER):
+        return _branch(config, study, method, inputs, suites_dir, image_tasks)
+
+
+def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodInputs, suites_dir: str, image_tasks: str | None) -> str:
     started_at = datetime.now(timezone.utc)
     workdir = str(config.output.workdir.resolve())
     cache_dir = str(config.output.cache_dir.resolve())
@@ -442,12 +461,17 @@ def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) 
 
 def preflight(config: ExperimentConfig) -> None:
     """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites,
-    an evaluation backend that cannot run here."""
+    a device this machine lacks, a database that cannot be written, an evaluation backend that cannot run here."""
     from evals.lm_eval_bridge import check_suites
     from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
-    from pruning.models.sources import PACKAGED, TRAINED, count_parameters, resolve_checkpoint, takes_images
+    from pruning.models.sources import PACKAGED, TRAINED, count_parameters, device_problem, resolve_checkpoint, takes_images
+    from reports.store import ResultStore
 
+    for index, study in enumerate(config.studies):
+        problem = device_problem(study.model.device)
+        if problem:
+            raise ConfigError(f"studies.{index}.model.device: {problem}")
     known = sorted([*PACKAGED, *TRAINED])
     text_suites: list[str] = []
     image_suites: list[str] = []
@@ -463,6 +487,11 @@ def preflight(config: ExperimentConfig) -> None:
             multimodal = takes_images(path)
         if any(needs_calibration(method) for method in study.methods):
             image_corpus = study.calibration.corpus in IMAGE_CORPORA
+            if not image_corpus:  # a token covers at least one character: a shorter text has too few tokens
+                characters = sum(len(text) for text in corpus_documents(study.calibration.corpus, "calibration", config.output.cache_dir)) + 2
+                if characters <= study.calibration.seq_len:
+                    raise ConfigError(f"calibration.seq_len={study.calibration.seq_len}: the {study.calibration.corpus!r} calibration "
+                                      f"text has {characters} characters, fewer than a window's tokens")  # fmt: skip
             if image_corpus and not multimodal:
                 raise ConfigError(f"calibration.corpus {study.calibration.corpus!r}: image-QA calibration needs a vision-language model; {source} is text-only")
             if multimodal and not image_corpus:
@@ -482,6 +511,7 @@ def preflight(config: ExperimentConfig) -> None:
             check_suites(study.eval.suites)  # refuses image suites for a text-only model
             text_suites += study.eval.suites
     check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
+    ResultStore(config.output.database).check_writable()  # last: a run refused for another reason creates no file
 
 
 _WARNED: set[tuple] = set()

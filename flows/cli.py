@@ -7,6 +7,7 @@ the config is validated and the environment is set, so `--help` and config error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,18 +21,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.command(args)
-    except PrunebenchError as err:
-        print(f"prunebench: error: {err}", file=sys.stderr)
-        return 2
-    except ImportError as error:  # a package of the environment is broken or missing: say which, in one line
-        from flows import environment
-
-        line = environment.describe_failure("prunebench cannot start in this environment", error, environment.lock_pins())
-        print(f"prunebench: error: {line}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("prunebench: interrupted; finished stages are cached and will be reused", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except BrokenPipeError:  # `prunebench report | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+    except Exception as error:
+        from flows.deploy import STOPPED_BY
+
+        if STOPPED_BY:  # whatever a stop signal broke on its way out (Prefect's engine mid-setup, say)
+            return _interrupted()
+        if args.debug:
+            raise
+        if isinstance(error, PrunebenchError):
+            print(f"prunebench: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever it quotes
+            return 2
+        if isinstance(error, ImportError):  # a package of the environment is broken or missing: say which, in one line
+            from flows import environment
+
+            line = environment.describe_failure("prunebench cannot start in this environment", error, environment.lock_pins())
+            print(f"prunebench: error: {line}", file=sys.stderr)
+            return 2
+        first = (str(error).strip().splitlines() or [""])[0]
+        print(f"prunebench: error: {type(error).__name__}: {first} (an unexpected failure; --debug shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _interrupted() -> int:
+    import signal
+
+    from flows.deploy import STOPPED_BY
+
+    how = f"stopped by {signal.Signals(STOPPED_BY[0]).name}" if STOPPED_BY and STOPPED_BY[0] != signal.SIGINT else "interrupted"
+    print(f"prunebench: {how}; finished stages are cached and will be reused", file=sys.stderr)
+    return 128 + (STOPPED_BY[0] if STOPPED_BY else signal.SIGINT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Example: prunebench run configs/default.yaml && prunebench report --format json",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected failure")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -186,15 +210,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {"database": args.database, "workdir": args.workdir}
     config = load_config(args.config, overrides)  # fails here, before anything loads
     configure_environment(config.output.workdir)
+    from flows import deploy
     from flows.benchmark import REGRESSED, benchmark, preflight
+    from flows.deploy import FLOW_NAME
 
     preflight(config)
-    state = benchmark(
-        str(args.config.resolve()),
-        database=str(config.output.database.resolve()),
-        workdir=str(config.output.workdir.resolve()),
-        return_state=True,
-    )
+    with deploy.run_api():
+        deploy.mark_dead_runs_crashed(FLOW_NAME)
+        state = benchmark(
+            str(args.config.resolve()),
+            database=str(config.output.database.resolve()),
+            workdir=str(config.output.workdir.resolve()),
+            return_state=True,
+        )
     markdown = state.result()  # raises what the flow raised
     print()
     print(markdown)
@@ -217,6 +245,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runner = args.runner or ("dask" if dask_options else "thread")
     config = load_config(args.config, {"database": args.database, "workdir": args.workdir})  # fails here, before anything loads
     configure_environment(config.output.workdir)
+    from flows import deploy
     from flows.benchmark import preflight
     from flows.sweep import expand_ratios, run_sweep, task_runner
 
@@ -225,14 +254,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     n_branches = sum(len(study.methods) for study in swept.studies)
     where = args.dask_address or (f"{args.dask_workers or args.concurrency} local Dask workers" if runner == "dask" else f"{args.concurrency} threads")
     print(f"sweep {swept.name}: {n_branches} branches on {where}", flush=True)
-    markdown = run_sweep(
-        str(args.config.resolve()),
-        task_runner(runner, args.concurrency, args.dask_address, args.dask_workers),
-        sparsity=args.sparsity,
-        drop_ratio=args.drop_ratio,
-        database=str(config.output.database.resolve()),
-        workdir=str(config.output.workdir.resolve()),
-    )
+    with deploy.run_api():
+        deploy.mark_dead_runs_crashed("sweep")
+        markdown = run_sweep(
+            str(args.config.resolve()),
+            task_runner(runner, args.concurrency, args.dask_address, args.dask_workers),
+            sparsity=args.sparsity,
+            drop_ratio=args.drop_ratio,
+            database=str(config.output.database.resolve()),
+            workdir=str(config.output.workdir.resolve()),
+        )
     print()
     print(markdown)
     print(f"\nresults: {config.output.database}   (prunebench report --database {config.output.database})")

@@ -85,6 +85,16 @@ class OutputSpec(Spec):
     workdir: Path = Path(".prunebench")
     cache: Path | None = Field(None, description="models converted from packages and corpora; default <workdir>/cache")
 
+    @model_validator(mode="after")
+    def _folders_can_be_folders(self) -> "OutputSpec":
+        """A workdir or cache that exists as a file, or a database that is a folder, fails here, not after the compute."""
+        for name, folder in (("workdir", self.workdir), ("cache", self.cache), ("database's folder", self.database.parent)):
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise ValueError(f"{name} {folder} is a file, not a folder")
+        if self.database.is_dir():
+            raise ValueError(f"database {self.database} is a folder; name a file in it, e.g. {self.database / 'prunebench.duckdb'}")
+        return self
+
     @property
     def cache_dir(self) -> Path:
         """Shared by every experiment that names the same directory; safe to delete (rebuilt on demand)."""
@@ -92,10 +102,30 @@ class OutputSpec(Spec):
 
 
 class ExperimentConfig(Spec):
-    name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
+    # ASCII: the name goes into Prefect artifact keys, file names and HTML ids
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     studies: list[StudySpec] = Field(min_length=1)
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _label_models(self) -> "ExperimentConfig":
+        """Each study's model label: its `name` or the source's last part, plus what tells it apart from
+        the experiment's other models of that label (`base/llama-7b` and `chat/llama-7b`; `llama-7b
+        (dtype=bfloat16)`). Results are recorded and compared by that label, so two different models
+        under one label would be merged: refused, when no label can tell them apart."""
+        models = [study.model for study in self.studies]
+        labels = distinguishing_model_labels(models)
+        seen: dict[str, tuple] = {}
+        for index, (model, label) in enumerate(zip(models, labels)):
+            other = seen.setdefault(label, (index, model.identity()))
+            if other[1] != model.identity():
+                raise ValueError(
+                    f"studies {other[0] + 1} and {index + 1} are different models ({models[other[0]].source}, "
+                    f"{model.source}) that cannot be told apart: both would be recorded as {label!r}; give one a `name`"
+                )
+            model.labelled(label)
+        return self
 
     @model_validator(mode="after")
     def _label_methods(self) -> "ExperimentConfig":
@@ -112,13 +142,18 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     """Read and validate an experiment YAML; `overrides` replace top-level `output` fields."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line: the reader's errors span two
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     if overrides:
@@ -178,6 +213,48 @@ def distinguishing_labels(methods: Sequence) -> list[str]:
         shown = ", ".join(f"{key}={_shown(flat[method.method_id].get(key))}" for key in differing)
         labels.append(f"{name(method)} ({shown})" if shown else name(method))
     return labels
+
+
+def distinguishing_model_labels(models: Sequence[ModelSpec]) -> list[str]:
+    """For each model, its `name` or the source's last part; where different models (source, dtype,
+    device) share that, the shortest end of their paths that differs (the name kept in front when
+    given) and the dtype and device where those differ."""
+    def name(model: ModelSpec) -> str:
+        return model.name or model.base_label
+
+    groups: dict[str, list[tuple]] = {}
+    for model in models:
+        members = groups.setdefault(name(model), [])
+        if model.identity() not in members:
+            members.append(model.identity())
+    labels = []
+    for model in models:
+        members = groups[name(model)]
+        if len(members) == 1:
+            labels.append(name(model))
+            continue
+        source, dtype, device = model.identity()
+        label, shown = name(model), []
+        if len({member[0] for member in members}) > 1:
+            tail = _distinct_tail(source, [member[0] for member in members])
+            label, shown = (label, [tail]) if model.name else (tail, [])
+        shown += [f"{key}={value}" for key, value, position in (("dtype", dtype, 1), ("device", device, 2))
+                  if len({member[position] for member in members}) > 1]  # fmt: skip
+        labels.append(f"{label} ({', '.join(shown)})" if shown else label)
+    return labels
+
+
+def _distinct_tail(source: str, sources: Sequence[str]) -> str:
+    """The fewest last path parts of `source` that no other of `sources` ends with."""
+    def parts(text: str) -> list[str]:
+        return [part for part in text.removeprefix("packaged:").split("/") if part]
+
+    own = parts(source)
+    others = [parts(other) for other in set(sources) if other != source]
+    for n in range(1, len(own) + 1):
+        if all(other[-n:] != own[-n:] for other in others):
+            return "/".join(own[-n:])
+    return source
 
 
 def _flat(params: dict, prefix: str = "") -> dict[str, Any]:

@@ -95,6 +95,143 @@ def server_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
 
 
+# Sets the parent-death signal (Linux: SIGTERM once the process that started it is gone, SIGKILL
+# included), exits if that happened already, then becomes the command. Where prctl is missing the
+# command still runs; only the SIGKILL case is then left to the user.
+_TIED_TO_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def tied_to_parent(command: list[str]) -> list[str]:
+    """`command`, started so that it dies with this process however this process dies (a Prefect
+    server must not outlive the run or the `prunebench server` that started it)."""
+    return [sys.executable, "-c", _TIED_TO_PARENT, str(os.getpid()), *command]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something on this machine already listens on host:port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def run_api(workdir_home: str | None = None) -> Iterator[str]:
+    """The Prefect API a `prunebench run` or `sweep` talks to, for the duration of the block.
+
+    $PREFECT_API_URL when set (a server of the user's). Otherwise a temporary server of this run's own,
+    as Prefect would start one, but tied to this process: SIGTERM (what `timeout`, systemd and `docker
+    stop` send) and Ctrl-C stop the run cleanly, its flow run is marked crashed, and the server is
+    stopped; after a SIGKILL the server gets SIGTERM from the kernel. Yields the API URL."""
+    configured = os.environ.get("PREFECT_API_URL")
+    with _stop_signals_raise_interrupt():
+        if configured:
+            yield configured
+            return
+        from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+        host, port = "127.0.0.1", free_port()
+        api_url = server_urls(host, port)[1]
+        environment = {
+            **os.environ,
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+            "PREFECT_UI_ENABLED": "0",  # as Prefect's own temporary server: the API only
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+        }
+        command = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+                   "--host", host, "--port", str(port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+        process = subprocess.Popen(tied_to_parent(command), env=environment)
+        try:
+            wait_for_server(api_url, float(environment.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", SERVER_STARTUP_TIMEOUT_S)), process)
+            os.environ["PREFECT_API_URL"] = api_url  # for processes started from here (Dask workers)
+            with temporary_settings({PREFECT_API_URL: api_url}):
+                yield api_url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+            _drain_into_api()
+            stop_process(process, grace_s=10)
+
+
+def _drain_into_api() -> None:
+    """Send the logs and events Prefect still holds to the API before it stops (else they are retried,
+    and reported lost, at exit)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=5)
+
+
+def mark_dead_runs_crashed(flow_name: str) -> int:
+    """Flow runs of `flow_name` that a process of this machine left `Running` when it died (SIGKILL, a
+    power cut) stay so in the UI for good: mark them Crashed. A run is known by the tags `tag_with_process`
+    gives it; one whose process still lives is left alone. Returns how many were marked."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    host = f"host:{socket.gethostname()}"
+    marked = 0
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
+                                          tags=FlowRunFilterTags(all_=[host])),
+        )  # fmt: skip
+        for run in runs:
+            pids = [int(tag.removeprefix("pid:")) for tag in run.tags if tag.startswith("pid:") and tag[4:].isdigit()]
+            if pids and not _alive(pids[0]):
+                client.set_flow_run_state(run.id, Crashed(message=f"process {pids[0]} on {host[5:]} died while the run was Running"), force=True)
+                print(f"prunebench: flow run {run.name} was left Running by process {pids[0]}, which is gone: marked Crashed",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                marked += 1
+    return marked
+
+
+def tag_with_process() -> None:
+    """Tag the current flow run with this machine and process (`host:NAME`, `pid:N`), so that a later run
+    can tell whether the process behind a flow run left `Running` still lives. The flow run only: its
+    task runs keep their own tags (`model:`, `method:`)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.get_id() is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.get_id(), tags=[*flow_run.get_tags(), f"host:{socket.gethostname()}", f"pid:{os.getpid()}"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def run_server(host: str, port: int) -> int:
     """Run a Prefect server with its UI in the foreground until Ctrl-C or SIGTERM; return its exit status.
 
@@ -111,9 +248,13 @@ def run_server(host: str, port: int) -> int:
         "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL", api_url),
         "PREFECT_CLI_PROMPT": "false",  # `prefect server start` otherwise offers to edit the user's profile
     }
+    if port_in_use(loopback if host in ("0.0.0.0", "", "::") else host, port):
+        answering = " (a Prefect server answers there)" if server_is_up(local_api_url) else ""
+        raise PrunebenchError(f"port {port} on {host} is in use{answering}: stop what listens there, or choose another with --port")
     # A session of its own, so that Ctrl-C reaches it once, forwarded by us, and not twice
-    # (uvicorn takes a second SIGINT as "exit now, skip the clean shutdown").
-    process = subprocess.Popen(server_command(host, port), env=environment, start_new_session=True)
+    # (uvicorn takes a second SIGINT as "exit now, skip the clean shutdown"); tied to this process, so
+    # that it stops when this one is killed, even with SIGKILL.
+    process = subprocess.Popen(tied_to_parent(server_command(host, port)), env=environment, start_new_session=True)
     with _stop_signals_raise_interrupt():
         try:
             wait_for_server(local_api_url, SERVER_STARTUP_TIMEOUT_S, process)
@@ -144,12 +285,16 @@ def stop_process(process: subprocess.Popen, grace_s: float = 30.0) -> int | None
     return process.returncode
 
 
+STOPPED_BY: list[int] = []  # the stop signals received (what a failure while stopping is blamed on)
+
+
 @contextmanager
 def _stop_signals_raise_interrupt() -> Iterator[None]:
     """Let `kill PID` stop the server as cleanly as Ctrl-C does, and Ctrl-C work even where the shell
     started us with SIGINT ignored (a background job of a script)."""
 
     def interrupt(signum, frame):
+        STOPPED_BY.append(signum)
         raise KeyboardInterrupt
 
     previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in (signal.SIGINT, signal.SIGTERM)}

@@ -11,8 +11,7 @@ address). No scheduler of our own.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -20,13 +19,14 @@ from pydantic import ValidationError
 
 from flows.benchmark import run_experiment
 from flows.config import ExperimentConfig, describe_validation_error, load_config
+from tasks.persistence import STAGE_JSON
 from pruning.errors import ConfigError
 
 RUNNERS = ("thread", "dask")
 _FLAGS = {"sparsity": "--sparsity", "drop_ratio": "--drop-ratio"}
 
 
-@flow(name="sweep", flow_run_name="sweep[{config_path}]", log_prints=True, persist_result=True)
+@flow(name="sweep", flow_run_name="sweep[{config_path}]", log_prints=True, persist_result=True, result_serializer=STAGE_JSON)
 def sweep(
     config_path: str,
     sparsity: list[float] | None = None,
@@ -101,9 +101,10 @@ def task_runner(runner: str = "thread", concurrency: int = 2, dask_address: str 
         return DaskTaskRunner(address=dask_address)
     # One branch per worker process at a time (a branch holds a whole model); no memory limit, since
     # the nanny would kill a worker in the middle of a stage when a model outgrows its share; the
-    # dashboard on a free port, so that two sweeps on one machine do not collide.
+    # dashboard on a free port of the loopback interface only (it has no authentication), so that two
+    # sweeps on one machine do not collide.
     cluster = {"n_workers": dask_workers or concurrency, "threads_per_worker": 1, "processes": True,
-               "dashboard_address": ":0", "memory_limit": 0}  # fmt: skip
+               "dashboard_address": "127.0.0.1:0", "memory_limit": 0}  # fmt: skip
     return DaskTaskRunner(cluster_kwargs=cluster)
 
 
@@ -119,30 +120,8 @@ def run_sweep(
     # lm-eval's stderr bootstrap forks a process pool unless DISABLE_MULTIPROC is set; the harness sets
     # it around each evaluation and restores it after, which two concurrent evaluations would race on.
     os.environ.setdefault("DISABLE_MULTIPROC", "1")
-    with _api_reachable_from_workers(runner):
-        return sweep.with_options(task_runner=runner)(
-            config_path, sparsity=sparsity, drop_ratio=drop_ratio, database=database, workdir=workdir
-        )
-
-
-@contextmanager
-def _api_reachable_from_workers(runner: TaskRunner) -> Iterator[None]:
-    """Dask workers are other processes, and each would start an ephemeral Prefect API of its own
-    (on the same database) when none is configured. With no PREFECT_API_URL, start one API here and
-    hand its URL to the workers: through the environment they are spawned with, and through the
-    settings that prefect-dask sends along with every task."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if isinstance(runner, ThreadPoolTaskRunner) or PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer  # what Prefect's ephemeral mode starts
-
-    server = SubprocessASGIServer()
-    server.start()  # stopped at exit, after Prefect's log and event workers have drained into it
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
+    # Dask workers are other processes: they reach the API the caller set up (`deploy.run_api`, which
+    # puts its URL into the environment they are spawned with and into the settings prefect-dask sends).
+    return sweep.with_options(task_runner=runner)(
+        config_path, sparsity=sparsity, drop_ratio=drop_ratio, database=database, workdir=workdir
+    )

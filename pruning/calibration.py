@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import LongTensor
 
+from pruning.errors import ConfigError
 from pruning.files import atomic_path
 
 _KEY = "input_ids"
@@ -23,8 +24,8 @@ def calibration_ids(texts: Sequence[str], tokenizer, n_samples: int, seq_len: in
     token_ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)[_KEY]
     n_tokens = len(token_ids)
     if n_tokens < seq_len + 1:
-        raise ValueError(
-            f"the calibration text has {n_tokens} tokens; windows of seq_len={seq_len} need at least {seq_len + 1}"
+        raise ConfigError(
+            f"calibration.seq_len={seq_len}: the calibration text has {n_tokens} tokens; windows of {seq_len} need at least {seq_len + 1}"
         )
     stream = torch.as_tensor(token_ids, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)

@@ -3,6 +3,7 @@ one, never half of one. Checkpoint directories have their own rename in `pruning
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -26,3 +27,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (16 hex digits): for small files a stage writes and a later one reads."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def file_problem(path: Path, digest: str) -> str | None:
+    """Why the file a cached stage wrote must not be used (missing, or its bytes changed since), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} does not exist"
+    if file_digest(path) != digest:
+        return f"{path} changed after the stage that wrote it was cached (truncated or overwritten)"
+    return None

@@ -9,13 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are refused for every number of every spec (an lr, an epsilon, a damping of inf would
+    # pass every bound and fail, or silently do nothing, after the compute)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# What torch, numpy and random all take as a seed.
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 def method_identity(params: dict[str, Any]) -> str:
@@ -71,12 +78,33 @@ class ModelSpec(Spec):
 
     source: str = Field(min_length=1)
     dtype: DType = "float32"
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|mps|xpu|xpu:\d+)$", description="cpu, cuda, cuda:N, mps, xpu or xpu:N")
     trust_remote_code: bool = False
+    # A display name, like a method's `id`: left out of dumps, so no identity, hash or cache key sees it.
+    name: str | None = Field(None, min_length=1, exclude=True, description="your label for this model (default: the source's last part)")
+    _label: str | None = PrivateAttr(None)
 
     @property
     def label(self) -> str:
+        """The label results are recorded and reported under: set by the experiment so that no two
+        different models of it share one (`flows.config`), else `name` or the source's last part."""
+        return self._label or self.name or self.base_label
+
+    @property
+    def base_label(self) -> str:
         return self.source.removeprefix("packaged:").rstrip("/").split("/")[-1]
+
+    def identity(self) -> tuple[str, str, str]:
+        """What makes two studies' models the same model: where its files are (a local path resolved),
+        its dtype and its device (each changes the numbers a method gets)."""
+        source = self.source
+        if not source.startswith("packaged:") and (source.startswith((".", "/", "~")) or Path(source).expanduser().exists()):
+            source = str(Path(source).expanduser().resolve())
+        return source, self.dtype, self.device
+
+    def labelled(self, label: str) -> None:
+        """Set the label the experiment shows (a display name only: no identity or cache key sees it)."""
+        self._label = label
 
 
 class CalibrationSpec(Spec):
@@ -89,12 +117,12 @@ class CalibrationSpec(Spec):
     corpus: str = "jargon"
     n_samples: int = Field(32, gt=0)
     seq_len: int = Field(256, gt=1)
-    seed: int = 0
+    seed: Seed = 0
     batch_size: int = Field(8, gt=0)
     # Several calibration draws: each method that reads calibration data runs once per seed, and reports
     # show the mean and sd across them. Not a parameter of any run (each run has its `seed`), so it is
     # left out of dumps, hashes and cache keys.
-    seeds: list[int] | None = Field(None, min_length=1, exclude=True,
+    seeds: list[Seed] | None = Field(None, min_length=1, exclude=True,
                                     description="run each calibrated method once per seed (e.g. [0, 1, 2])")
 
     @model_validator(mode="after")
@@ -134,7 +162,7 @@ class FinetuneSpec(Spec):
     master_weights: bool = Field(
         True, description="weights stored in bf16/fp16 step through fp32 copies (8 bytes more per trained element)"
     )
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _accumulates_whole_micro_batches(self):
@@ -340,7 +368,7 @@ class ScoreSpec(Spec):
     aggregate: Literal["sum", "mean"] = "sum"
     estimator: Literal["per_tensor", "per_block"] = "per_tensor"
     outlier_m: float = 5.0
-    seed: int = 0
+    seed: Seed = 0
 
     @property
     def label(self) -> str:
@@ -412,7 +440,7 @@ class ECoFLaPSpec(_Allocated):
         None, gt=0, description="calibration samples the scores use (default: 32 zeroth order, 128 first order)"
     )
     max_extra: float = Field(0.1, ge=0, lt=1, description="no block is pruned beyond sparsity + max_extra")
-    seed: int = 0
+    seed: Seed = 0
 
     @property
     def n_score_samples(self) -> int:
@@ -560,7 +588,7 @@ class InterlaceSpec(_EligibleLayers, _LayerDrop):
     name: Literal["interlace"]
     selection: Literal["triplets", "consecutive", "random"] = "triplets"
     train: Literal["interleaved", "all"] = "interleaved"
-    seed: int = Field(0, description="for random selection")
+    seed: Seed = Field(0, description="for random selection")
     finetune: FinetuneSpec | None = FinetuneSpec()
     tokens: Literal["mean", "last"] = _option("mean", description="s_p from the token-mean cosine or the last token's")
     windows: Literal["to_output", "to_last_input"] = _option(

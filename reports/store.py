@@ -8,6 +8,7 @@ for a bounded time. The store never deletes, truncates or rewrites a file it can
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ from reports import schema
 from reports.records import AllocationRow, ItemScore, Record, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+LOCK_TIMEOUT_ENV = "PRUNEBENCH_DB_LOCK_TIMEOUT_S"  # how long to wait for another process's lock, when set
 
 # table -> (record it holds, order rows are listed in); names are ours, never user input
 _TABLES: dict[str, tuple[type[Record], str]] = {
@@ -45,9 +47,9 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 class ResultStore:
     """Benchmark results in one DuckDB file; safe to share between processes and threads, in turn."""
 
-    def __init__(self, path: str | os.PathLike[str], *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout_s: float | None = None):
         self.path = Path(path)
-        self.lock_timeout_s = lock_timeout_s
+        self.lock_timeout_s = lock_timeout_s if lock_timeout_s is not None else default_lock_timeout_s()
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.path)!r})"
@@ -143,6 +145,12 @@ class ResultStore:
     def schema_version(self) -> int:
         return self._read(schema.current_version)
 
+    def check_writable(self) -> None:
+        """Fail now, naming the problem, where recording would fail later: a folder that cannot be made,
+        a file that is not a DuckDB database or is locked, a schema newer than this code. Creates the
+        file (with the current schema) when there is none; changes nothing in one that exists."""
+        self._write("checking that it can be written", lambda connection: connection.execute("SELECT count(*) FROM runs").fetchall())
+
     def query(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts (column name -> value), for reports.
 
@@ -167,7 +175,14 @@ class ResultStore:
             raise StoreError(f"{self.path}: {doing} failed and was rolled back: {_first_line(error)}") from error
 
     def _read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run `work` in a read-only transaction on a database of the current schema."""
+        """Run `work` in a read-only transaction on a database of the current schema; a file that
+        fails while being read (corrupt past its header) is a StoreError naming it."""
+        try:
+            return self._read_unchecked(work)
+        except duckdb.Error as error:
+            raise StoreError(f"{self.path}: reading failed: {_first_line(error)} (the file may be damaged; it was left as it is)") from error
+
+    def _read_unchecked(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         if not self.path.exists():  # nothing recorded yet; reading must not create the file
             with closing(duckdb.connect(":memory:")) as connection:
                 connection.execute(_SESSION_SETUP)
@@ -229,6 +244,20 @@ class ResultStore:
                     f"{self.path} is not a DuckDB database (corrupt, or another format); it was left as it is"
                 ) from None
             raise StoreError(f"{self.path} cannot be opened as a DuckDB database: {_first_line(error)}") from None
+
+
+def default_lock_timeout_s() -> float:
+    """$PRUNEBENCH_DB_LOCK_TIMEOUT_S (seconds, a finite number ≥ 0), else 30 s."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise StoreError(f"{LOCK_TIMEOUT_ENV}={text!r}: expected a finite number of seconds ≥ 0")
+    return value
 
 
 _THREAD_LOCKS: dict[str, threading.Lock] = {}

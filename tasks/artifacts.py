@@ -35,6 +35,7 @@ class ModelCheckpoint(Artifact):
 
 class CalibrationSet(Artifact):
     path: str
+    digest: str  # of the file's bytes: a truncated or replaced file is recomputed, not read
     n_samples: int
     seq_len: int
     usage: StageUsage

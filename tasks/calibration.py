@@ -15,15 +15,15 @@ from evals.suites import IMAGE_CORPORA
 from evals.vlm_prompt import vlm_prompt
 from pruning.calibration import calibration_ids, load_calibration, multimodal_batches, save_calibration
 from pruning.errors import ConfigError
-from pruning.files import write_text_atomic
+from pruning.files import file_digest, write_text_atomic
 from pruning.models.sources import is_multimodal, load_tokenizer
 from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.artifacts import CalibrationSet, CheckpointRef
-from tasks.common import CACHED, stamp
+from tasks.common import STAGE, stamp
 
 
 @task(
-    cache_policy=CACHED,
+    **STAGE,
     task_run_name="calibration[{calibration.corpus}, {calibration.n_samples}x{calibration.seq_len}]",
 )
 def calibration_set(
@@ -48,7 +48,7 @@ def calibration_set(
             ids = calibration_ids(texts, tokenizer, calibration.n_samples, calibration.seq_len, calibration.seed)
             path = save_calibration(ids, Path(workdir) / "calibration" / f"{name}.safetensors")
             n_samples, seq_len = ids.shape
-    return CalibrationSet(path=str(path), n_samples=n_samples, seq_len=seq_len, usage=stamp(usage))
+    return CalibrationSet(path=str(path), digest=file_digest(path), n_samples=n_samples, seq_len=seq_len, usage=stamp(usage))
 
 
 def calibration_inputs(path: Path, preprocessor, batch_size: int):

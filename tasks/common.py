@@ -13,12 +13,16 @@ from prefect.tasks import Task
 from evals.measure import ResourceUsage
 from tasks.artifacts import StageUsage
 from tasks.cache import CODE
+from tasks.persistence import STAGE_JSON, STAGE_RECORDS
 
 # A stage's key: its inputs, and the code that computes it (its module's closure of project
 # modules and the versions of the packages they import; tasks/cache.py). A `label` input names the
 # run for people (it shows what tells a method apart from the experiment's others, so it changes
-# when another method joins the config): it never decides what a stage computes.
-CACHED = (INPUTS - "label") + CODE
+# when another method joins the config): it never decides what a stage computes. The record's
+# metadata lives in STAGE_RECORDS, which reads nothing but our JSON records (tasks/persistence.py).
+CACHED = ((INPUTS - "label") + CODE).configure(key_storage=STAGE_RECORDS)
+# What a cached stage passes to Prefect: `@task(**STAGE, task_run_name=...)`.
+STAGE = dict(cache_policy=CACHED, result_serializer=STAGE_JSON)
 
 
 def cached_tasks() -> list[Task]:

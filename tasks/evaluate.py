@@ -12,10 +12,10 @@ from flows.config import EvalSpec
 from pruning.models.sources import is_multimodal, load_model, text_tokenizer
 from pruning.specs import ModelSpec
 from tasks.artifacts import CheckpointRef, EvalScores
-from tasks.common import CACHED, stamp
+from tasks.common import STAGE, stamp
 
 
-@task(cache_policy=CACHED, task_run_name="evaluate[{label}]")
+@task(**STAGE, task_run_name="evaluate[{label}]")
 def eval_scores(
     checkpoint: CheckpointRef,
     label: str,

@@ -22,7 +22,7 @@ from pruning.models.sources import checkpoint_fingerprint, is_multimodal, load_m
 from pruning.specs import FinetuneSpec, ModelSpec
 from tasks.artifacts import CheckpointRef, FinetunedCheckpoint
 from tasks.cache import code_digest
-from tasks.common import CACHED, checkpoint_slug, stamp
+from tasks.common import STAGE, checkpoint_slug, stamp
 
 LOG_EVERY_STEPS = 5
 
@@ -50,7 +50,7 @@ def _finetune_run_name(parameters: dict) -> str:
     return f"finetune[{parameters['label']}, {len(parameters['train_layers'])} layers]"
 
 
-@task(cache_policy=CACHED, task_run_name=_finetune_run_name)
+@task(**STAGE, task_run_name=_finetune_run_name)
 def finetuned_checkpoint(
     checkpoint: CheckpointRef,
     model: ModelSpec,

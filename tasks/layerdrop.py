@@ -19,10 +19,10 @@ from pruning.specs import CalibrationSpec, ModelSpec, RedundancySpec
 from tasks.artifacts import CheckpointRef, DroppedCheckpoint, LayerRedundancyResult, SlebResult
 from tasks.calibration import calibration_inputs
 from tasks.cache import code_digest
-from tasks.common import CACHED, checkpoint_slug, stamp
+from tasks.common import STAGE, checkpoint_slug, stamp
 
 
-@task(cache_policy=CACHED, task_run_name="redundancy[{model.label}, {calibration.n_samples}x{calibration.seq_len}, {measure.states}, {measure.padding}]")
+@task(**STAGE, task_run_name="redundancy[{model.label}, {calibration.n_samples}x{calibration.seq_len}, {measure.states}, {measure.padding}]")
 def layer_redundancy_scores(
     base: CheckpointRef, calibration_path: str, model: ModelSpec, calibration: CalibrationSpec, measure: RedundancySpec
 ) -> LayerRedundancyResult:
@@ -38,7 +38,7 @@ def layer_redundancy_scores(
     return LayerRedundancyResult(**redundancy.to_dict(), protected=protected, usage=stamp(usage))
 
 
-@task(cache_policy=CACHED, task_run_name="sleb[{model.label}, drop {n_drop}]")
+@task(**STAGE, task_run_name="sleb[{model.label}, drop {n_drop}]")
 def sleb_removal_order(
     base: CheckpointRef,
     calibration_path: str,
@@ -97,7 +97,7 @@ def _drop_run_name(parameters: dict) -> str:
     return f"drop[{parameters['label']}: {', '.join(str(i) for i in parameters['plan']['drop'])}]"
 
 
-@task(cache_policy=CACHED, task_run_name=_drop_run_name)
+@task(**STAGE, task_run_name=_drop_run_name)
 def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label: str, workdir: str) -> DroppedCheckpoint:
     """Remove the plan's decoder layers and save a checkpoint `from_pretrained` loads as a smaller model."""
     drop_plan_ = DropPlan.from_dict(plan)

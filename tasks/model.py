@@ -13,7 +13,7 @@ from tasks.common import stamp
 
 # Not cached by Prefect: resolving is cheap, packaged conversion caches itself on disk, and a
 # local directory must be looked at every time (its contents may have changed under the same path).
-@task(task_run_name="model[{model.source}]", retries=1, retry_delay_seconds=2)
+@task(persist_result=False, task_run_name="model[{model.source}]", retries=1, retry_delay_seconds=2)
 def model_checkpoint(model: ModelSpec, cache_dir: str) -> ModelCheckpoint:
     with measure_resources() as usage:
         path = resolve_checkpoint(model, Path(cache_dir) / "models")

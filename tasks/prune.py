@@ -14,7 +14,7 @@ from pruning.specs import CalibrationSpec, ModelSpec
 from tasks.calibration import calibration_inputs
 from tasks.artifacts import CheckpointRef, LayerSparsity, PrunedCheckpoint
 from tasks.cache import code_digest
-from tasks.common import CACHED, checkpoint_slug, stamp
+from tasks.common import STAGE, checkpoint_slug, stamp
 
 
 def _prune_run_name(parameters: dict) -> str:
@@ -35,7 +35,7 @@ def needs_calibration(method) -> bool:
     return pruner is not None and pruner.statistic != "none"
 
 
-@task(cache_policy=CACHED, task_run_name=_prune_run_name)
+@task(**STAGE, task_run_name=_prune_run_name)
 def pruned_checkpoint(
     base: CheckpointRef,
     calibration_path: str | None,

@@ -9,20 +9,20 @@ from tasks.artifacts import RegressionOutcome
 
 
 # Not cached: recording is idempotent (keyed by run id + suite + metric) and must happen every run.
-@task(task_run_name="record[{bundle.run.model}, {bundle.run.method_label}]", retries=2, retry_delay_seconds=5)
+@task(persist_result=False, task_run_name="record[{bundle.run.model}, {bundle.run.method_label}]", retries=2, retry_delay_seconds=5)
 def recorded_run(bundle: RunBundle, database: str) -> str:
     ResultStore(database).record(bundle)
     return bundle.run.run_id
 
 
-@task(task_run_name="leaderboard", retries=2, retry_delay_seconds=5)
+@task(persist_result=False, task_run_name="leaderboard", retries=2, retry_delay_seconds=5)
 def leaderboard_markdown(database: str, models: list[str], experiment: str | None = None) -> str:
     store = ResultStore(database)
     rows = [row for row in leaderboard(store, experiment=experiment) if row.model in models]
     return to_markdown(rows)
 
 
-@task(task_run_name="report[{experiment}]", retries=2, retry_delay_seconds=5)
+@task(persist_result=False, task_run_name="report[{experiment}]", retries=2, retry_delay_seconds=5)
 def report_markdown_for(database: str, experiment: str) -> str:
     """The full report of an experiment (leaderboard, curves, allocations, redundancy, speed) as markdown."""
     from reports.markdown import report_markdown
@@ -31,7 +31,7 @@ def report_markdown_for(database: str, experiment: str) -> str:
     return report_markdown(report_sections(ResultStore(database), experiment=experiment))
 
 
-@task(task_run_name="regressions[{flow_run_id}]", retries=2, retry_delay_seconds=5)
+@task(persist_result=False, task_run_name="regressions[{flow_run_id}]", retries=2, retry_delay_seconds=5)
 def regression_check(database: str, flow_run_id: str) -> RegressionOutcome:
     """Every run this flow run recorded against the previous run of its configuration."""
     from reports.regressions import compare_flow_run, to_markdown as comparison_markdown
@@ -44,7 +44,7 @@ def regression_check(database: str, flow_run_id: str) -> RegressionOutcome:
     )
 
 
-@task(task_run_name="report-html[{experiment}]", retries=2, retry_delay_seconds=5)
+@task(persist_result=False, task_run_name="report-html[{experiment}]", retries=2, retry_delay_seconds=5)
 def report_html_for(database: str, experiment: str) -> str:
     """The experiment's HTML report (plots included) written beside the database; returns its path."""
     from pathlib import Path

@@ -15,10 +15,10 @@ from pruning.scores import BlockScores, first_order_scores, outlier_ratios, zero
 from pruning.specs import CalibrationSpec, ModelSpec, ScoreSpec
 from tasks.artifacts import BlockScoresResult, CheckpointRef
 from tasks.calibration import calibration_inputs
-from tasks.common import CACHED, stamp
+from tasks.common import STAGE, stamp
 
 
-@task(cache_policy=CACHED, task_run_name="scores[{scores.label}]")
+@task(**STAGE, task_run_name="scores[{scores.label}]")
 def block_scores(
     base: CheckpointRef, calibration_path: str, model: ModelSpec, calibration: CalibrationSpec, scores: ScoreSpec
 ) -> BlockScoresResult:

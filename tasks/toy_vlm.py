@@ -27,7 +27,7 @@ from pruning.models.toy_vlm import (
     train_toy_vlm,
 )
 from tasks.artifacts import CheckpointRef, TrainedModel
-from tasks.common import CACHED, stamp
+from tasks.common import STAGE, stamp
 
 TOY_VLM = "toy-vlm"
 
@@ -59,7 +59,7 @@ def train_from_records(records: list, spec: ToyVLMSpec, log: Callable[[str], Non
     return TrainedToyVLM(model, processor, vision_losses, losses, len(examples))
 
 
-@task(cache_policy=CACHED, task_run_name="train[toy-vlm]")
+@task(**STAGE, task_run_name="train[toy-vlm]")
 def toy_vlm_checkpoint(spec: ToyVLMSpec, imageqa_root: str, cache_dir: str) -> TrainedModel:
     """Train the toy LLaVA on the image-QA training split and save it under `<cache_dir>/models/toy-vlm`."""
     logger = get_run_logger()

@@ -5,6 +5,7 @@ Weights are read and written as safetensors only; `trust_remote_code` stays off 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -14,6 +15,8 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,27 +254,63 @@ def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None 
     """Write model + tokenizer to a temporary sibling directory, then rename it into place.
 
     A crash leaves at most a `.tmp-*` directory that is never read; `dest` is either absent,
-    the previous complete checkpoint, or the new complete one.
+    the previous complete checkpoint, or the new complete one. Saves of one checkpoint take turns
+    (`checkpoint_lock`), so concurrent writers of it never trip over each other's renames, and the
+    `.tmp-*` / `.old-*` siblings a killed writer of it left behind are removed then.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"files": files, **(extra or {})}, indent=2))
-        if dest.exists():
-            trash = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-            dest.rename(trash)
-            tmp.rename(dest)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with checkpoint_lock(dest):
+        for leftover in dest.parent.iterdir():
+            if leftover.name.startswith((f".{dest.name}.tmp-", f".{dest.name}.old-")):
+                shutil.rmtree(leftover, ignore_errors=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            try:
+                model.save_pretrained(tmp, safe_serialization=True)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
+            except Exception as error:  # a full disk surfaces as OSError or safetensors' own SafetensorError
+                raise CheckpointError(f"cannot write the checkpoint {dest}: {_first_line(error)} (is its disk full?)") from error
+            files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / MANIFEST).write_text(json.dumps({"files": files, **(extra or {})}, indent=2))
+            if dest.exists():
+                trash = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+                dest.rename(trash)
+                tmp.rename(dest)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+@contextmanager
+def checkpoint_lock(dest: Path) -> Iterator[None]:
+    """An exclusive lock on writing the checkpoint `dest` (an advisory lock on the file `.<name>.lock`
+    beside it), across threads and processes; released when the block ends or its process dies."""
+    lock = Path(dest).parent / f".{Path(dest).name}.lock"
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def device_problem(device: str) -> str | None:
+    """Why this machine cannot run on `device` (no CUDA, an index beyond its GPUs), or None."""
+    kind, _, index = device.partition(":")
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": getattr(torch.backends, "mps", None)}.get(kind)
+    if kind == "cpu":
+        return None
+    if backend is None or not backend.is_available():
+        return f"{device!r}: this machine has no {kind.upper()} device that torch can use"
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if index and int(index) >= count:
+        return f"{device!r}: this machine has {count} {kind.upper()} device(s), numbered from 0"
+    return None
 
 
 def checkpoint_fingerprint(path: Path) -> str:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from flows.config import load_config
@@ -79,3 +80,33 @@ def test_an_environment_that_differs_from_the_lock_is_named_and_a_passed_rehears
     assert calls == []  # same environment, code and suites: not rehearsed again
     benchmark.check_environment(config, ["jargon_ppl"], ["some_lmms_task"])
     assert len(calls) == 1  # other suites: rehearsed
+
+
+def smoke_like_config(tmp: Path, cache_dir: Path, **calibration) -> Path:
+    config = {
+        "name": "preflight-text",
+        "studies": [{"model": {"source": "packaged:smollm2-135m"}, "calibration": {"n_samples": 2, "seq_len": 32, **calibration},
+                     "methods": [{"name": "dense"}, {"name": "wanda", "sparsity": 0.5}], "eval": {"suites": ["jargon_ppl"], "limit": 2}}],
+        "output": {"database": str(tmp / "results.duckdb"), "workdir": str(tmp / "work"), "cache": str(cache_dir)},
+    }  # fmt: skip
+    path = tmp / "preflight-text.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    "setup, calibration, expected",
+    [
+        ("corrupt database", {}, "results.duckdb is not a DuckDB database (corrupt, or another format); it was left as it is"),
+        ("none", {"seq_len": 100_000_000}, "calibration.seq_len=100000000: the 'jargon' calibration text has"),
+    ],
+)
+def test_what_would_fail_at_recording_or_calibration_fails_before_prefect_starts(tmp_path, cache_dir, setup, calibration, expected):
+    if setup == "corrupt database":
+        (tmp_path / "results.duckdb").write_bytes(b"not a database" * 100)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(smoke_like_config(tmp_path, cache_dir, **calibration))],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr[-2000:]
+    assert "Beginning flow run" not in result.stdout + result.stderr  # refused before the flow (and its API) started

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -5,7 +6,7 @@ import yaml
 
 from flows.config import EvalSpec, ExperimentConfig, load_config, spec_hash
 from pruning.errors import ConfigError
-from pruning.specs import WandaSpec
+from pruning.specs import ModelSpec, WandaSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -221,3 +222,91 @@ def test_calibration_seeds_run_each_calibrated_method_once_per_seed(tmp_path):
 def test_bad_calibration_seeds_are_refused(tmp_path, calibration, expected):
     with pytest.raises(ConfigError, match=expected):
         load_config(write(tmp_path, VALID.replace("    methods:", f"    calibration: {calibration}\n    methods:")))
+
+
+def _models(*models: dict) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "name": "t",
+        "studies": [{"model": model, "methods": [{"name": "dense"}], "eval": {"suites": ["jargon_ppl"]}} for model in models],
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "models, expected",
+    [
+        # two checkpoints whose directories share a name
+        ([{"source": "/models/base/llama-7b"}, {"source": "/models/chat/llama-7b"}], ["base/llama-7b", "chat/llama-7b"]),
+        # one checkpoint in two dtypes
+        ([{"source": "/models/llama-7b"}, {"source": "/models/llama-7b", "dtype": "bfloat16"}],
+         ["llama-7b (dtype=float32)", "llama-7b (dtype=bfloat16)"]),
+        # both at once, and a name of the user's kept in front
+        ([{"source": "/m/a/x", "name": "mine"}, {"source": "/m/b/x", "name": "mine", "dtype": "bfloat16"}],
+         ["mine (a/x, dtype=float32)", "mine (b/x, dtype=bfloat16)"]),
+        # the same model twice (two calibration corpora, say) is one model: one label, one dense baseline
+        ([{"source": "packaged:smollm2-135m"}, {"source": "packaged:smollm2-135m"}], ["smollm2-135m", "smollm2-135m"]),
+        ([{"source": "/m/x"}, {"source": "/m/x/", "device": "cpu"}], ["x", "x"]),
+        ([{"source": "packaged:smollm2-135m"}, {"source": "/ckpt/smollm2-135m"}], ["packaged:smollm2-135m", "ckpt/smollm2-135m"]),
+    ],
+)  # fmt: skip
+def test_studies_of_different_models_never_share_a_label(models, expected):
+    assert [study.model.label for study in _models(*models).studies] == expected
+
+
+def test_a_model_name_is_a_label_and_no_parameter():
+    config = _models({"source": "/models/llama-7b", "name": "llama (base)"})
+    model = config.studies[0].model
+    assert model.label == "llama (base)"
+    assert "name" not in model.model_dump() and spec_hash(model) == spec_hash(ModelSpec(source="/models/llama-7b"))
+
+
+def test_studies_that_cannot_be_told_apart_are_refused(tmp_path):
+    text = """
+name: t
+studies:
+  - {model: {source: /m/a/x, name: b/y}, methods: [{name: dense}], eval: {suites: [jargon_ppl]}}
+  - {model: {source: /m/b/y}, methods: [{name: dense}], eval: {suites: [jargon_ppl]}}
+  - {model: {source: /m/c/y}, methods: [{name: dense}], eval: {suites: [jargon_ppl]}}
+"""
+    with pytest.raises(ConfigError, match=r"studies 1 and 2 are different models \(/m/a/x, /m/b/y\) that cannot be told apart: "
+                                          r"both would be recorded as 'b/y'; give one a `name`"):  # fmt: skip
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ("lr: .inf", "finetune.lr: Input should be a finite number"),
+        ("lr: .nan", "finetune.lr: Input should be a finite number"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused(tmp_path, change, expected):
+    text = VALID.replace("        sparsity: 0.5", f"        sparsity: 0.5\n        finetune: {{{change}}}")
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("name: t", "name: résultats", "name: String should match pattern"),
+        ("name: t", "name: t/../x", "name: String should match pattern"),
+        ("{source: packaged:smollm2-135m}", "{source: packaged:smollm2-135m, device: gpu}", "model.device: String should match pattern"),
+        ("{source: packaged:smollm2-135m}", "{source: packaged:smollm2-135m}\n    calibration: {seed: 9223372036854775808}",
+         "calibration.seed: Input should be less than 9223372036854775808"),
+        ("{source: packaged:smollm2-135m}", "{source: packaged:smollm2-135m}\n    calibration: {seed: -1}",
+         "calibration.seed: Input should be greater than or equal to 0"),
+    ],
+)  # fmt: skip
+def test_values_that_would_fail_after_the_compute_are_refused_at_the_door(tmp_path, old, new, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(tmp_path, VALID.replace(old, new)))
+
+
+def test_output_folders_that_are_files_are_refused(tmp_path):
+    (tmp_path / "work").write_text("")
+    text = VALID + f"output: {{workdir: {tmp_path / 'work'}}}\n"
+    with pytest.raises(ConfigError, match=f"workdir {re.escape(str(tmp_path / 'work'))} is a file, not a folder"):
+        load_config(write(tmp_path, text))
+    (tmp_path / "db").mkdir()
+    with pytest.raises(ConfigError, match="database .* is a folder; name a file in it"):
+        load_config(write(tmp_path, VALID + f"output: {{database: {tmp_path / 'db'}}}\n"))

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.deploy import benchmark_parameters, cron_schedule, require_server, server_is_up, stop_process, wait_for_server
+from flows.deploy import (
+    benchmark_parameters, cron_schedule, free_port, require_server, server_is_up, stop_process, wait_for_server,
+)
 from pruning.errors import ConfigError, PrunebenchError
 from tests.flows.test_benchmark import REPO, prunebench, query
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tiny_config(tmp: Path, checkpoint: Path, cache_dir: Path, name: str = "deploy-smoke") -> Path:
@@ -189,15 +184,18 @@ def tiny_llama(module_tmp, smollm2_checkpoint) -> Path:
     return save_checkpoint(LlamaForCausalLM(config), tokenizer, module_tmp("deploy") / "tiny-llama")
 
 
+def start_server(tmp: Path) -> tuple[subprocess.Popen, int, str, Path]:
+    """`prunebench server` on a free loopback port with a Prefect home in `tmp`: (process, port, API URL, log)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    log = tmp / "server.log"
+    return start("server", "--port", str(port), "--workdir", str(tmp / "work"), log=log, env=env), port, f"http://127.0.0.1:{port}/api", log
+
+
 @pytest.fixture(scope="module")
 def server(module_tmp):
     """`prunebench server` on a free loopback port with a temporary Prefect home; stopped by Ctrl-C at the end."""
-    tmp = module_tmp("server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    log = tmp / "server.log"
-    process = start("server", "--port", str(port), "--workdir", str(tmp / "work"), log=log, env=env)
+    process, port, url, log = start_server(module_tmp("server"))
     try:
         poll("the Prefect server answers", lambda: server_is_up(url), 180, log)
         printed = poll("the server prints its URLs", lambda: "Prefect UI:" in (text := log.read_text()) and text, 30, log)
@@ -210,6 +208,30 @@ def server(module_tmp):
         returncode = stop(process)
     assert returncode == 0, log.read_text()[-3000:]  # our process: stopped by the Ctrl-C it forwarded
     assert "Server stopped!" in log.read_text()  # Prefect's: shut down cleanly, not killed
+
+
+@pytest.mark.e2e
+def test_a_second_server_on_a_busy_port_fails_before_printing_anything(server, tmp_path):
+    port = server[0].split(":")[-1].split("/")[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    second = subprocess.run([sys.executable, "-m", "flows.cli", "server", "--port", port, "--workdir", str(tmp_path / "work")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert second.returncode == 2
+    assert second.stderr.strip() == (f"prunebench: error: port {port} on 127.0.0.1 is in use (a Prefect server answers there): "
+                                     "stop what listens there, or choose another with --port")  # fmt: skip
+    assert "Prefect UI" not in second.stdout
+
+
+@pytest.mark.e2e
+def test_a_server_killed_with_sigkill_takes_its_prefect_server_along(tmp_path):
+    process, _, url, log = start_server(tmp_path)
+    try:
+        poll("the Prefect server answers", lambda: server_is_up(url), 180, log)
+        process.kill()
+        process.wait(timeout=30)
+        poll("the Prefect server stops with the process that started it", lambda: not server_is_up(url, timeout_s=0.5), 30, log)
+    finally:
+        stop(process)
 
 
 @pytest.mark.e2e

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from pruning.calibration import calibration_ids, load_calibration, save_calibration
+from pruning.errors import ConfigError
 
 
 class CharTokenizer:
@@ -34,7 +35,7 @@ def test_window_as_long_as_the_text_allows():
 
 
 def test_too_short_text_names_the_sizes():
-    with pytest.raises(ValueError, match=r"has 6 tokens; windows of seq_len=6 need at least 7"):
+    with pytest.raises(ConfigError, match=r"calibration.seq_len=6: the calibration text has 6 tokens; windows of 6 need at least 7"):
         calibration_ids(["abcdef"], CharTokenizer(), n_samples=1, seq_len=6, seed=0)
 
 

@@ -1,8 +1,10 @@
+import hashlib
+import os
 import threading
 
 import pytest
 
-from pruning.files import atomic_path, write_text_atomic
+from pruning.files import atomic_path, file_digest, file_problem, write_text_atomic
 
 
 def leftovers(directory):
@@ -35,3 +37,17 @@ def test_concurrent_writers_get_their_own_temporaries_and_one_of_them_wins(tmp_p
     for thread in threads:
         thread.join()
     assert path.read_text() in texts and leftovers(tmp_path) == []
+
+
+def test_a_changed_or_missing_file_is_named(tmp_path):
+    path = tmp_path / "calibration.safetensors"
+    path.write_bytes(b"0123456789" * 100)
+    digest = file_digest(path)
+    assert digest == hashlib.sha256(b"0123456789" * 100).hexdigest()[:16]
+    assert file_problem(path, digest) is None
+    os.truncate(path, 300)
+    assert file_problem(path, digest) == f"{path} changed after the stage that wrote it was cached (truncated or overwritten)"
+    path.write_bytes(b"9123456789" * 100)  # same size, other bytes
+    assert file_problem(path, digest) is not None
+    path.unlink()
+    assert file_problem(path, digest) == f"{path} does not exist"

@@ -216,8 +216,34 @@ def test_a_corrupt_file_is_named_and_left_untouched(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(StoreError, match=str(path)):
         store.runs()
+    with pytest.raises(StoreError, match=rf"{path} is not a DuckDB database"):
+        store.check_writable()  # what the preflight asks, before any compute
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.duckdb"]
+
+
+def test_check_writable_creates_a_new_database_and_changes_an_old_one_not_at_all(store):
+    store.check_writable()
+    assert store.path.is_file() and store.runs() == []
+    store.record(bundle())
+    before = store.runs()
+    store.check_writable()
+    assert store.runs() == before
+
+
+def test_a_folder_that_cannot_be_made_is_named(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot create its folder"):
+        ResultStore(tmp_path / "file" / "results.duckdb").check_writable()
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "soon"])
+def test_a_bad_lock_timeout_in_the_environment_is_named(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("PRUNEBENCH_DB_LOCK_TIMEOUT_S", value)
+    with pytest.raises(StoreError, match=f"PRUNEBENCH_DB_LOCK_TIMEOUT_S='{value}': expected a finite number of seconds"):
+        ResultStore(tmp_path / "x.duckdb")
+    monkeypatch.setenv("PRUNEBENCH_DB_LOCK_TIMEOUT_S", "2.5")
+    assert ResultStore(tmp_path / "x.duckdb").lock_timeout_s == 2.5
 
 
 def test_someone_elses_duckdb_file_is_refused_and_left_alone(tmp_path):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import pytest
 import torch
 
 from pruning.errors import CheckpointError, ModelSourceError
-from pruning.models.sources import MANIFEST, is_complete_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from pruning.models.sources import MANIFEST, checkpoint_lock, device_problem, is_complete_checkpoint, load_model, resolve_checkpoint, save_checkpoint
 from pruning.specs import ModelSpec
 
 
@@ -67,3 +68,53 @@ def test_directory_left_by_a_crash_is_not_a_checkpoint(checkpoint):
     with pytest.raises(ModelSourceError):
         resolve_checkpoint(spec(path), path.parent)
     assert is_complete_checkpoint(save_checkpoint(model, None, path))  # a new save is not blocked by it
+    assert not crashed.exists()  # and removes what the killed writer of that checkpoint left
+
+
+def test_concurrent_saves_of_one_checkpoint_take_turns_and_leave_one_whole_checkpoint(checkpoint):
+    model, path = checkpoint
+    (path.parent / f".{path.name}.old-0badc0de").mkdir()  # what a writer killed mid-swap leaves
+    errors = []
+
+    def save() -> None:
+        try:
+            save_checkpoint(model, None, path)
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=save) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert is_complete_checkpoint(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == [f".{path.name}.lock", path.name]
+
+
+def test_the_checkpoint_lock_excludes_a_second_writer(tmp_path):
+    dest = tmp_path / "ckpt"
+    order = []
+
+    def second() -> None:
+        with checkpoint_lock(dest):
+            order.append("second")
+
+    with checkpoint_lock(dest):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive()  # blocked while the first holds it
+        order.append("first")
+    waiting.join(timeout=10)
+    assert order == ["first", "second"]
+
+
+def test_a_device_this_machine_lacks_is_named(monkeypatch):
+    assert device_problem("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_problem("cuda:0") == "'cuda:0': this machine has no CUDA device that torch can use"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device_problem("cuda:1") is None
+    assert device_problem("cuda:2") == "'cuda:2': this machine has 2 CUDA device(s), numbered from 0"
