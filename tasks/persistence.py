@@ -9,11 +9,11 @@ sharing the workdir. So:
   for a string, None or an `Artifact` of `tasks.artifacts` (pydantic models of paths and numbers) and
   reads back only those kinds, validating the model; it imports nothing a file names;
 - a cached stage's record is split, as Prefect does when a cache policy has `key_storage`: the
-  metadata (which names the serializer) under the cache key in `StageRecords`, the value in Prefect's
-  result folder (the same key names both). `StageRecords` refuses, before Prefect parses it, metadata whose serializer is not
-  exactly `StageJSON`: the stage then counts as not cached and is recomputed with a warning, and the
-  new record replaces the refused one. The value is only ever read by the serializer the metadata
-  names, so a replaced value file is at worst refused by `StageJSON` (and recomputed the same way);
+  metadata (which names the serializer) under the cache key in `StageRecords`, the value under the
+  same key in Prefect's result folder. `StageRecords` refuses, before Prefect parses anything,
+  metadata whose serializer is not exactly `StageJSON` or whose value `StageJSON` cannot read: the
+  stage then counts as not cached and is recomputed with a warning, and the new record replaces the
+  refused one;
 - Prefect writes the value before the metadata, and `StageRecords` writes the metadata atomically:
   a killed writer leaves a whole record or none.
 - tasks whose results nothing reads again (recording, reports) persist nothing.
