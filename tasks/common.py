@@ -20,7 +20,9 @@ from tasks.persistence import STAGE_JSON, STAGE_RECORDS
 # run for people (it shows what tells a method apart from the experiment's others, so it changes
 # when another method joins the config): it never decides what a stage computes. The record's
 # metadata lives in STAGE_RECORDS, which reads nothing but our JSON records (tasks/persistence.py).
-CACHED = ((INPUTS - "label") + CODE).configure(key_storage=STAGE_RECORDS)
+# (`configure` copies the policy it is called on: called on INPUTS' part, it leaves CODE itself in
+# CACHED, so `CODE.reread()` and `fix_code_digests` act on the policy the stages use.)
+CACHED = (INPUTS - "label").configure(key_storage=STAGE_RECORDS) + CODE
 # What a cached stage passes to Prefect: `@task(**STAGE, task_run_name=...)`.
 STAGE = dict(cache_policy=CACHED, result_serializer=STAGE_JSON)
 

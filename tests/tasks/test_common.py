@@ -1,6 +1,8 @@
 from types import SimpleNamespace
 
+from tasks.cache import CODE
 from tasks.common import CACHED, checkpoint_slug
+from tasks.persistence import STAGE_RECORDS
 
 
 def test_a_display_label_never_reaches_a_cache_key():
@@ -16,3 +18,9 @@ def test_checkpoint_slugs_are_plain_directory_names():
     assert checkpoint_slug("wanda 2:4 +ft") == "wanda-2of4-+ft"
     assert checkpoint_slug("interlace[random, train-all] 25%") == "interlacerandom-train-all-25pct"
     assert checkpoint_slug("sparsegpt 50% (blocksize=32)") == "sparsegpt-50pct-blocksize32"
+
+
+def test_the_stages_key_on_the_one_code_closure_and_keep_records_in_stage_records():
+    # not a copy: rereading the tree (a long-lived process, benchmarks/cache_invalidation.py) must reach the stages
+    assert any(policy is CODE for policy in CACHED.policies)
+    assert CACHED.key_storage is STAGE_RECORDS
