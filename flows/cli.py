@@ -212,11 +212,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_environment(config.output.workdir)
     from flows import deploy
     from flows.benchmark import REGRESSED, benchmark, preflight
-    from flows.deploy import FLOW_NAME
 
     preflight(config)
     with deploy.run_api():
-        deploy.mark_dead_runs_crashed(FLOW_NAME)
+        deploy.mark_dead_runs_crashed(deploy.FLOW_NAME)
         state = benchmark(
             str(args.config.resolve()),
             database=str(config.output.database.resolve()),

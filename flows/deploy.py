@@ -135,7 +135,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def run_api(workdir_home: str | None = None) -> Iterator[str]:
+def run_api() -> Iterator[str]:
     """The Prefect API a `prunebench run` or `sweep` talks to, for the duration of the block.
 
     $PREFECT_API_URL when set (a server of the user's). Otherwise a temporary server of this run's own,
