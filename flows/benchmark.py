@@ -34,7 +34,7 @@ from pruning.files import file_problem
 from pruning.models.sources import checkpoint_problem, decoder_layer_count
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
-from pruning.specs import LAYER_DROP_METHODS
+from pruning.specs import LAYER_DROP_METHODS, model_identity
 from reports.records import AllocationRow, ItemScore, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from tasks.artifacts import (
     Artifact, BlockScoresResult, CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
@@ -377,7 +377,7 @@ def run_bundle(
         experiment=config.name,
         config_hash=config_hash,
         model=study.model.label,
-        model_source=study.model.source,
+        model_source=study.model.identity()[0],
         method=method.name,
         method_id=method.method_id,
         method_label=method.label,
@@ -392,6 +392,9 @@ def run_bundle(
         finished_at=datetime.now(timezone.utc),
         environment_digest=environment.environment_digest(),
         lock_digest=environment.lock_digest(),
+        model_id=model_identity(base.digest, study.model.dtype, study.model.device),
+        model_dtype=study.model.dtype,
+        model_device=study.model.device,
     )
     primary = primary_results([(score.suite, score.metric) for score in scores.scores], study.eval.suites, study.eval.primary_metrics)
     unreported = sorted(set(study.eval.primary_metrics.items()) - primary)

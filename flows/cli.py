@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--database", "--db", type=Path, default=DEFAULT_DATABASE, help=f"default: {DEFAULT_DATABASE}")
     report.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text")
-    report.add_argument("--model", help="only this model (its label, e.g. smollm2-135m)")
+    report.add_argument("--model", help="only this model: its label, e.g. smollm2-135m, or the longer one the report shows where two models share it")
     report.add_argument(
         "--out", type=Path, help="write to this file instead of printing (html default: report.html beside the database)"
     )

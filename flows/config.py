@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pruning.errors import ConfigError
-from pruning.specs import CalibrationSpec, MethodSpec, ModelSpec, Spec
+from pruning.specs import CalibrationSpec, MethodSpec, ModelSpec, Spec, distinct_tail
 
 
 class EvalSpec(Spec):
@@ -236,25 +236,12 @@ def distinguishing_model_labels(models: Sequence[ModelSpec]) -> list[str]:
         source, dtype, device = model.identity()
         label, shown = name(model), []
         if len({member[0] for member in members}) > 1:
-            tail = _distinct_tail(source, [member[0] for member in members])
+            tail = distinct_tail(source, [member[0] for member in members])
             label, shown = (label, [tail]) if model.name else (tail, [])
         shown += [f"{key}={value}" for key, value, position in (("dtype", dtype, 1), ("device", device, 2))
                   if len({member[position] for member in members}) > 1]  # fmt: skip
         labels.append(f"{label} ({', '.join(shown)})" if shown else label)
     return labels
-
-
-def _distinct_tail(source: str, sources: Sequence[str]) -> str:
-    """The fewest last path parts of `source` that no other of `sources` ends with."""
-    def parts(text: str) -> list[str]:
-        return [part for part in text.removeprefix("packaged:").split("/") if part]
-
-    own = parts(source)
-    others = [parts(other) for other in set(sources) if other != source]
-    for n in range(1, len(own) + 1):
-        if all(other[-n:] != own[-n:] for other in others):
-            return "/".join(own[-n:])
-    return source
 
 
 def _flat(params: dict, prefix: str = "") -> dict[str, Any]:

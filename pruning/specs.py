@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -32,6 +33,13 @@ def method_identity(params: dict[str, Any]) -> str:
     that differs (a SparseGPT block size, an OWL λ, a finetune lr) makes another method."""
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def model_identity(digest: str, dtype: str, device: str) -> str:
+    """A model's identity: its files' contents (`checkpoint_digest`), the dtype and the device it runs in
+    (each changes the numbers every method gets), hashed like `method_identity`. Where the files are is
+    not part of it: a copy of the same checkpoint elsewhere is the same model."""
+    return method_identity({"files": digest, "dtype": dtype, "device": device})
 
 
 class _Method(Spec):
@@ -105,6 +113,19 @@ class ModelSpec(Spec):
     def labelled(self, label: str) -> None:
         """Set the label the experiment shows (a display name only: no identity or cache key sees it)."""
         self._label = label
+
+
+def distinct_tail(source: str, sources: Sequence[str]) -> str:
+    """The fewest last path parts of `source` that no other of `sources` ends with."""
+    def parts(text: str) -> list[str]:
+        return [part for part in text.removeprefix("packaged:").split("/") if part]
+
+    own = parts(source)
+    others = [parts(other) for other in set(sources) if other != source]
+    for n in range(1, len(own) + 1):
+        if all(other[-n:] != own[-n:] for other in others):
+            return "/".join(own[-n:])
+    return source
 
 
 class CalibrationSpec(Spec):

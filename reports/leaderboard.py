@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pruning.specs import distinct_tail
 from reports.statistics import MIN_ITEMS, across_seeds, aggregation, column_statistics, item_scores
 from reports.store import ResultStore
 from reports.tables import MISSING, markdown_table, number, percent, text_table
@@ -32,7 +33,8 @@ class LeaderboardRow(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str
+    model: str  # the model's label, with what tells it from another model of the same label recorded here
+    model_id: str | None  # pruning.specs.model_identity (None for runs recorded before schema 7)
     method: str  # the run's method label, e.g. "sparsegpt 50% (blocksize=32)"
     method_name: str  # e.g. "sparsegpt"
     method_id: str  # what the row is keyed on
@@ -69,15 +71,28 @@ class LeaderboardRow(BaseModel):
     seed_values: list[float] = Field(default_factory=list)
 
 
+# `model` is, from `scoped` on, the model's label in this leaderboard (`model_labels`): one per model
+# identity, so every partition by it is a partition by model. Only the models in $keys are kept.
+_SCOPED_RUNS = """
+    SELECT r.* REPLACE (l.label AS model)
+    FROM (SELECT *, coalesce(model_id, 'source:' || model_source) AS model_key FROM runs) r
+    JOIN (SELECT unnest($keys) AS model_key, unnest($labels) AS label) l USING (model_key)
+    WHERE $experiment IS NULL OR experiment = $experiment
+"""
+# One row per model identity (runs before schema 7: per source), as its latest run recorded it.
+_MODELS_SQL = """
+SELECT coalesce(model_id, 'source:' || model_source) AS key, model AS label, model_source AS source,
+       model_dtype AS dtype, model_device AS device, model_id
+FROM runs
+WHERE $experiment IS NULL OR experiment = $experiment
+QUALIFY row_number() OVER (PARTITION BY key ORDER BY finished_at DESC, run_id DESC) = 1
+"""
 # Per (model, method identity): its latest flow run, and in it one run per calibration seed (the latest
 # of each); the row shows the lowest seed's run, and lists the metric over all of them. The latest
 # dense run per model is the baseline. All chosen among the runs the filters keep, so a leaderboard of
 # one experiment compares within it.
-_LEADERBOARD_SQL = """
-WITH scoped AS (
-    SELECT * FROM runs
-    WHERE ($model IS NULL OR model = $model) AND ($experiment IS NULL OR experiment = $experiment)
-),
+_LEADERBOARD_SQL = f"""
+WITH scoped AS ({_SCOPED_RUNS}),
 latest_flow AS (
     SELECT model, method_id, flow_run_id FROM scoped
     QUALIFY row_number() OVER (PARTITION BY model, method_id ORDER BY finished_at DESC, run_id DESC) = 1
@@ -100,7 +115,7 @@ baseline AS (
     SELECT model, run_id FROM scoped WHERE method = $dense
     QUALIFY row_number() OVER (PARTITION BY model ORDER BY finished_at DESC, run_id DESC) = 1
 )
-SELECT l.model, l.method_label AS method, l.method AS method_name, l.method_id, l.method_params, l.experiment,
+SELECT l.model, l.model_id, l.method_label AS method, l.method AS method_name, l.method_id, l.method_params, l.experiment,
        l.target_weight_sparsity, l.achieved_weight_sparsity, l.target_drop_ratio, l.layers_dropped, l.layers_total,
        l.params_pruned_share, r.suite, r.metric, r.value, r.stderr, r.higher_is_better, r.is_primary,
        d.value AS dense_value, b.run_id AS dense_run_id, l.run_id, l.finished_at, sp.seeds, sp.seed_values
@@ -119,7 +134,11 @@ def leaderboard(store: ResultStore, model: str | None = None, experiment: str | 
     `statistics`, each value's interval, retention's paired interval and ties with the best method from
     the per-item scores (`with_statistics`)."""
     rows, dense_runs = [], {}
-    for entry in store.query(_LEADERBOARD_SQL, {"model": model, "experiment": experiment, "dense": DENSE}):
+    models = [RecordedModel(**entry) for entry in store.query(_MODELS_SQL, {"experiment": experiment})]
+    labels = {key: label for key, label in model_labels(models).items()
+              if model is None or model in (label, next(m.label for m in models if m.key == key))}  # fmt: skip
+    shown = {"keys": list(labels), "labels": list(labels.values())}
+    for entry in store.query(_LEADERBOARD_SQL, {"experiment": experiment, **shown, "dense": DENSE}):
         entry["retention"] = retention(entry["value"], entry.pop("dense_value"), entry["higher_is_better"])
         entry["method_params"] = json.loads(entry["method_params"])
         dense_runs[entry["model"]] = entry.pop("dense_run_id")
@@ -130,6 +149,51 @@ def leaderboard(store: ResultStore, model: str | None = None, experiment: str | 
     means = {run_id: mean_retention(results).value for run_id, results in by_run.items()}
     rows = [row.model_copy(update={"mean_retention": means[row.run_id]}) for row in rows]
     return with_statistics(store, rows, dense_runs) if statistics else rows
+
+
+@dataclass(frozen=True)
+class RecordedModel:
+    """A model as its runs recorded it: `key` is its identity (`model_id`, or for runs before schema 7
+    its source), `label` the label its experiment gave it."""
+
+    key: str
+    label: str
+    source: str
+    dtype: str | None
+    device: str | None
+    model_id: str | None
+
+
+def model_labels(models: Sequence[RecordedModel]) -> dict[str, str]:
+    """key -> the label to show: the recorded label, and where different models share it (two
+    experiments' `llama-7b`, a float32 and a bfloat16 study in two configs), what differs in parentheses:
+    the end of the path, the dtype, the device, else the model id (the same path, its files changed)."""
+    groups: dict[str, list[RecordedModel]] = {}
+    for entry in models:
+        groups.setdefault(entry.label, []).append(entry)
+    labels = {}
+    for label, members in groups.items():
+        if len(members) == 1:
+            labels[members[0].key] = label
+            continue
+        sources = [member.source for member in members]
+        identified = [member for member in members if member.model_id is not None]
+        named = {}
+        for member in members:
+            shown = [distinct_tail(member.source, sources)] if len(set(sources)) > 1 else []
+            if member.model_id is None:
+                shown.append("recorded before model ids")
+            else:
+                shown += [f"{field}={getattr(member, field)}" for field in ("dtype", "device")
+                          if len({getattr(other, field) for other in identified}) > 1]  # fmt: skip
+            named[member.key] = shown
+        counts = Counter(tuple(shown) for shown in named.values())
+        for member in members:
+            shown = named[member.key]
+            if counts[tuple(shown)] > 1:  # the same source, dtype and device: its files changed
+                shown = [*shown, f"model {member.model_id[:8]}"]
+            labels[member.key] = f"{label} ({', '.join(shown)})"
+    return labels
 
 
 def with_statistics(store: ResultStore, rows: Sequence[LeaderboardRow], dense_runs: Mapping[str, str | None]) -> list[LeaderboardRow]:

@@ -23,8 +23,8 @@ class RunRecord(Record):
     flow_run_id: str
     experiment: str
     config_hash: str
-    model: str  # short model label, e.g. "smollm2-135m"
-    model_source: str
+    model: str  # the model's label in its experiment, e.g. "smollm2-135m"; a display name, never a key
+    model_source: str  # where its files were: `packaged:<name>`, a hub id, or a local path (resolved from schema 7)
     method: str  # method name, e.g. "wanda"
     method_id: str  # pruning.specs.method_identity of method_params: what tells one method from another
     method_label: str  # human label, e.g. "sparsegpt 50% (blocksize=32)"; a display name, never a key
@@ -48,6 +48,11 @@ class RunRecord(Record):
     finished_at: datetime
     environment_digest: str | None = None  # flows.environment.environment_digest(); None before schema 4
     lock_digest: str | None = None  # SHA-256 of requirements.lock; None before schema 4 or without a lock
+    # pruning.specs.model_identity: the model's files' contents, dtype and device; what reports tell models
+    # apart by (`model` is a label, `model_source` a place). None for runs recorded before schema 7.
+    model_id: str | None = None
+    model_dtype: str | None = None  # the spec's dtype and device (`device` says which machine's); None before schema 7
+    model_device: str | None = None
 
 
 class ResultRow(Record):

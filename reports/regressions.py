@@ -230,6 +230,9 @@ def _compare_pairs(
         if None not in (baseline.environment_digest, candidate.environment_digest) and baseline.environment_digest != candidate.environment_digest:
             lock = "another lock" if baseline.lock_digest != candidate.lock_digest else "the same lock, other installed packages"
             notes.append(f"{_describe(candidate)}: computed in another environment than run {baseline.run_id} ({lock})")
+        if None not in (baseline.model_id, candidate.model_id) and baseline.model_id != candidate.model_id:
+            notes.append(f"{_describe(candidate)}: another model than run {baseline.run_id} (its files, dtype or device "
+                         f"changed: model {baseline.model_id[:8]} → {candidate.model_id[:8]})")
         before, after = results.get(baseline.run_id, {}), results.get(candidate.run_id, {})
         shared = sorted(before.keys() & after.keys())
         if not shared:

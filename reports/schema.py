@@ -20,7 +20,7 @@ import duckdb
 
 from pruning.errors import StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -253,6 +253,16 @@ def _v6_item_scores(connection: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _v7_model_identity(connection: duckdb.DuckDBPyConnection) -> None:
+    """`runs.model_id`: the model's identity (its files' contents, dtype and device; `pruning.specs.model_identity`),
+    `model_dtype` and `model_device`. Reports told models apart by their label, so two models sharing one (two
+    checkpoints called llama-7b, a float32 and a bfloat16 study) were merged. Runs recorded before
+    version 7 keep NULL: their files and dtype were not recorded, and reports group them by source."""
+    connection.execute("ALTER TABLE runs ADD COLUMN model_id VARCHAR")
+    connection.execute("ALTER TABLE runs ADD COLUMN model_dtype VARCHAR")
+    connection.execute("ALTER TABLE runs ADD COLUMN model_device VARCHAR")
+
+
 def _params(run_id: str, method_params: str) -> dict:
     try:
         params = json.loads(method_params)
@@ -265,7 +275,7 @@ def _params(run_id: str, method_params: str) -> dict:
 
 MIGRATIONS: Sequence[Migration] = (
     _v1_initial_tables, _v2_block_scores, _v3_layer_redundancy, _v4_environment, _v5_one_meaning_per_column,
-    _v6_item_scores,
+    _v6_item_scores, _v7_model_identity,
 )
 
 

@@ -29,6 +29,7 @@ class CheckpointRef(Artifact):
 
 class ModelCheckpoint(Artifact):
     ref: CheckpointRef
+    digest: str  # of the files' contents (`checkpoint_digest`): with dtype and device, the model's identity
     params_total: int
     usage: StageUsage  # never part of a downstream cache key (it changes every run)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from prefect import task
 
 from evals.measure import measure_resources
-from pruning.models.sources import checkpoint_fingerprint, count_parameters, resolve_checkpoint
+from pruning.models.sources import checkpoint_digest, checkpoint_fingerprint, count_parameters, resolve_checkpoint
 from pruning.specs import ModelSpec
 from tasks.artifacts import CheckpointRef, ModelCheckpoint
 from tasks.common import stamp
@@ -19,4 +19,5 @@ def model_checkpoint(model: ModelSpec, cache_dir: str) -> ModelCheckpoint:
         path = resolve_checkpoint(model, Path(cache_dir) / "models")
         params_total = count_parameters(path)
         ref = CheckpointRef(path=str(path), fingerprint=checkpoint_fingerprint(path))
-    return ModelCheckpoint(ref=ref, params_total=params_total, usage=stamp(usage))
+        digest = checkpoint_digest(path, Path(cache_dir) / "models" / ".digests")
+    return ModelCheckpoint(ref=ref, digest=digest, params_total=params_total, usage=stamp(usage))

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pruning.errors import CheckpointError, ModelSourceError
+from pruning.files import write_text_atomic
 from pruning.specs import ModelSpec
 
 MANIFEST = "prunebench-checkpoint.json"
@@ -320,6 +321,35 @@ def checkpoint_fingerprint(path: Path) -> str:
         stat = file.stat()
         digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]
+
+
+def checkpoint_digest(path: Path, memo_dir: Path) -> str:
+    """SHA-256 of a checkpoint's contents (each file's name and bytes but prunebench's manifest and hidden
+    files), 16 hex digits: the same model has the same digest wherever it is copied, another model (a
+    chat variant, a retrained one under the same path) another. Read once per version of the files: the
+    digest is kept in `memo_dir` under the files' `checkpoint_fingerprint` (names, sizes, times)."""
+    path = Path(path)
+    memo = Path(memo_dir) / f"{checkpoint_fingerprint(path)}.sha256"
+    if memo.is_file():
+        known = memo.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{16}", known):
+            return known
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        name = file.relative_to(path).as_posix()
+        if name == MANIFEST or any(part.startswith(".") for part in file.relative_to(path).parts):
+            continue
+        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    value = digest.hexdigest()[:16]
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(memo, value)
+    except OSError:
+        pass  # a read-only cache only costs reading the files again next time
+    return value
 
 
 def is_complete_checkpoint(path: Path) -> bool:

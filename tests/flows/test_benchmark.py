@@ -48,7 +48,7 @@ def smoke_run(module_tmp, cache_dir):
 
 
 def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
-    tmp, _, first = smoke_run
+    tmp, config, first = smoke_run
     database = tmp / "results.duckdb"
     methods = sorted(row[0] for row in query(database, "SELECT method_label FROM runs"))
     assert methods == ["dense", "ecoflap(zeroth, per block)+wanda 50%", "magnitude 50%", "wanda 50%"]
@@ -78,6 +78,14 @@ def test_flow_records_every_method_and_prints_leaderboard(smoke_run):
 
     digests = set(query(database, "SELECT environment_digest, lock_digest FROM runs"))
     assert digests == {(environment_digest(), file_digest(LOCK))}
+    # and the model: its files' contents, dtype and device
+    from pruning.models.sources import checkpoint_digest
+    from pruning.specs import model_identity
+
+    checkpoint = Path(yaml.safe_load(config.read_text())["output"]["cache"]) / "models" / "smollm2-135m"
+    models = set(query(database, "SELECT model, model_source, model_id, model_dtype, model_device FROM runs"))
+    assert models == {("smollm2-135m", "packaged:smollm2-135m",
+                       model_identity(checkpoint_digest(checkpoint, tmp / "digests"), "float32", "cpu"), "float32", "cpu")}  # fmt: skip
     # the HTML report (plots included) is written beside the database and linked as an artifact
     page = (tmp / "report-smoke.html").read_text()
     assert "<svg" in page and "wanda 50%" in page

@@ -11,11 +11,12 @@ import pytest
 from evals.harness import SampleScore, SuiteScore
 from flows.benchmark import run_bundle
 from flows.config import ExperimentConfig, spec_hash
+from pruning.specs import model_identity
 from tasks.artifacts import CheckpointRef, DroppedCheckpoint, EvalScores, ModelCheckpoint, PrunedCheckpoint, StageUsage
 
 USAGE = StageUsage(wall_s=1.0, peak_rss_gb=0.5)
 REF = CheckpointRef(path="/nowhere", fingerprint="f")
-BASE = ModelCheckpoint(ref=REF, params_total=1000, usage=USAGE)
+BASE = ModelCheckpoint(ref=REF, digest="0123456789abcdef", params_total=1000, usage=USAGE)
 PRUNED = PrunedCheckpoint(ref=REF, params_prunable=800, params_pruned=396, achieved_sparsity=0.495, layers=[], usage=USAGE)
 DROPPED = DroppedCheckpoint(ref=REF, n_layers=8, drop=[3, 5], finetune=[], anchor=[], train_layers=[], modality="language",
                             layer_params=[110] * 8, params_removed=220, prunable_removed=200, prunable_total=800, usage=USAGE)  # fmt: skip
@@ -64,6 +65,13 @@ def test_the_run_carries_its_method_identity_and_every_parameter(bundles):
     run = bundles["sparsegpt"].run
     assert run.method_id == sparsegpt.method_id
     assert json.loads(run.method_params) == sparsegpt.canonical_params() and json.loads(run.method_params)["blocksize"] == 32
+
+
+def test_the_run_carries_its_model_identity(bundles):
+    run = bundles["dense"].run
+    assert (run.model, run.model_source, run.model_dtype, run.model_device) == ("smollm2-135m", "packaged:smollm2-135m", "float32", "cpu")
+    assert run.model_id == model_identity("0123456789abcdef", "float32", "cpu")
+    assert model_identity("0123456789abcdef", "bfloat16", "cpu") != run.model_id != model_identity("f" * 16, "float32", "cpu")
 
 
 def test_one_primary_result_per_suite_the_config_choosing_where_it_says(bundles):

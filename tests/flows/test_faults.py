@@ -145,7 +145,10 @@ def children_of(pid: int) -> list[int]:
     """The processes `pid` started that are alive now (Linux /proc)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended since the listing
+            continue
     return found
 
 

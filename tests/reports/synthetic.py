@@ -31,6 +31,7 @@ def synthetic_bundle(
     redundancy_layers: int = 0,
     acc_stderr: float | None = 0.02,
     params: dict | None = None,  # method parameters besides name and ratio
+    model_id: str | None = None,
 ) -> RunBundle:
     params = {"name": method, **(params or {})}
     if drop_ratio is not None:
@@ -49,7 +50,7 @@ def synthetic_bundle(
         method=method, method_id=method_identity(params), method_label=label, method_params=json.dumps(params),
         **removed, params_total=1000, params_pruned=round(1000 * share), params_pruned_share=share, seed=0, git_commit="abc123",
         package_versions='{"duckdb": "2.0.0"}', host="box", device="cpu",
-        started_at=finished - timedelta(minutes=5), finished_at=finished,
+        started_at=finished - timedelta(minutes=5), finished_at=finished, model_id=model_id,
     )  # fmt: skip
     results = [
         ResultRow(run_id=run_id, suite="jargon_ppl", metric="word_perplexity", value=10.0 / quality,

@@ -20,7 +20,8 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def run(run_id: str, method: str, label: str, hours: float, ppl: float, acc: float, *,
-        model: str = "smollm2-135m", experiment: str = "main", sparsity: float = 0.5, **params) -> RunBundle:  # fmt: skip
+        model: str = "smollm2-135m", experiment: str = "main", sparsity: float = 0.5, source: str | None = None,
+        dtype: str | None = None, model_id: str | None = None, **params) -> RunBundle:  # fmt: skip
     sparsity = 0.0 if method == "dense" else sparsity
     finished = T0 + timedelta(hours=hours)
     method_params = {"name": method, **({"sparsity": sparsity} if method != "dense" else {}), **params}
@@ -28,7 +29,8 @@ def run(run_id: str, method: str, label: str, hours: float, ppl: float, acc: flo
         method_params["n_m"] = "2:4"
     record = RunRecord(
         run_id=run_id, flow_run_id=f"flow-{hours}", experiment=experiment, config_hash=f"{model}/{label}",
-        model=model, model_source=f"packaged:{model}", method=method, method_id=method_identity(method_params),
+        model=model, model_source=source or f"packaged:{model}", model_id=model_id, model_dtype=dtype,
+        model_device=dtype and "cpu", method=method, method_id=method_identity(method_params),
         method_label=label, method_params=json.dumps(method_params),
         target_weight_sparsity=sparsity, achieved_weight_sparsity=sparsity * 0.998,
         params_total=1000, params_pruned=int(800 * sparsity), params_pruned_share=0.8 * sparsity,
@@ -117,7 +119,7 @@ def test_json_has_the_documented_keys_and_is_strict(store):
     assert {"model", "method", "method_id", "method_params", "target_weight_sparsity", "achieved_weight_sparsity",
             "target_drop_ratio", "layers_dropped", "layers_total", "params_pruned_share", "suite", "metric", "value",
             "retention", "is_primary", "mean_retention", "higher_is_better", "run_id", "finished_at", "stderr",
-            "method_name"} <= set(objects[0])  # fmt: skip
+            "method_name", "model_id"} <= set(objects[0])  # fmt: skip
     diverged = [o for o in objects if o["model"] == "toy-vlm" and o["metric"] == "word_perplexity"]
     assert diverged[0]["value"] is None  # infinity has no strict-JSON spelling
     wanda = [o for o in objects if o["method"] == "wanda 50%" and o["model"] == "smollm2-135m" and o["metric"] == "acc"]
@@ -184,6 +186,94 @@ def test_methods_of_one_label_but_other_parameters_are_rows_of_their_own(tmp_pat
     id32, id128 = (method_identity({"name": "sparsegpt", "sparsity": 0.6, "blocksize": size}) for size in (32, 128))
     assert methods == ["dense", "sparsegpt 50% (blocksize=32)", "sparsegpt 50% (blocksize=128)",
                        f"sparsegpt 60% (id {id32[:6]})", f"sparsegpt 60% (id {id128[:6]})"]  # fmt: skip
+
+
+def _models_of(rows) -> dict[str, set[str]]:
+    """model label -> the run ids shown under it"""
+    shown: dict[str, set[str]] = {}
+    for row in rows:
+        shown.setdefault(row.model, set()).add(row.run_id)
+    return shown
+
+
+def test_two_checkpoints_of_one_label_from_two_experiments_are_two_models(tmp_path):
+    """/models/base/llama-7b and /models/chat/llama-7b, each alone in its config, were both labelled
+    llama-7b: each keeps its own dense baseline, and the labels say which is which."""
+    store = ResultStore(tmp_path / "results.duckdb")
+    for bundle in (
+        run("base-dense", "dense", "dense", 0, ppl=10.0, acc=0.5, model="llama-7b", experiment="base",
+            source="/models/base/llama-7b", dtype="float32", model_id="a" * 16),
+        run("base-wanda", "wanda", "wanda 50%", 1, ppl=20.0, acc=0.4, model="llama-7b", experiment="base",
+            source="/models/base/llama-7b", dtype="float32", model_id="a" * 16),
+        run("chat-dense", "dense", "dense", 2, ppl=8.0, acc=0.8, model="llama-7b", experiment="chat",
+            source="/models/chat/llama-7b", dtype="float32", model_id="b" * 16),
+        run("chat-wanda", "wanda", "wanda 50%", 3, ppl=16.0, acc=0.4, model="llama-7b", experiment="chat",
+            source="/models/chat/llama-7b", dtype="float32", model_id="b" * 16),
+    ):  # fmt: skip
+        store.record(bundle)
+    rows = leaderboard(store)
+    assert _models_of(rows) == {"llama-7b (base/llama-7b)": {"base-dense", "base-wanda"},
+                                "llama-7b (chat/llama-7b)": {"chat-dense", "chat-wanda"}}  # fmt: skip
+    acc = {row.run_id: row.retention for row in rows if row.metric == "acc"}
+    assert acc["base-wanda"] == pytest.approx(0.4 / 0.5) and acc["chat-wanda"] == pytest.approx(0.4 / 0.8)
+    assert {row.model_id for row in rows if row.model.startswith("llama-7b (base")} == {"a" * 16}
+    # one experiment alone has one llama-7b; --model takes the recorded label or the one shown
+    assert _models_of(leaderboard(store, experiment="chat")) == {"llama-7b": {"chat-dense", "chat-wanda"}}
+    assert _models_of(leaderboard(store, model="llama-7b (chat/llama-7b)")) == {"llama-7b (chat/llama-7b)": {"chat-dense", "chat-wanda"}}
+    assert len(_models_of(leaderboard(store, model="llama-7b"))) == 2
+    assert [line for line in to_markdown(rows).splitlines() if line.startswith("### ")] == [
+        "### llama-7b (base/llama-7b)", "### llama-7b (chat/llama-7b)"]  # fmt: skip
+
+
+def test_a_float32_and_a_bfloat16_study_of_one_model_are_two_models(tmp_path):
+    """Two configs, one source, two dtypes: two dense baselines, and retention against the right one,
+    whichever dense finished last."""
+    store = ResultStore(tmp_path / "results.duckdb")
+    source = "/models/llama-7b"
+    for bundle in (
+        run("fp32-dense", "dense", "dense", 0, ppl=10.0, acc=0.5, model="llama-7b", source=source, dtype="float32", model_id="a" * 16),
+        run("fp32-wanda", "wanda", "wanda 50%", 1, ppl=20.0, acc=0.4, model="llama-7b", source=source, dtype="float32", model_id="a" * 16),
+        run("bf16-dense", "dense", "dense", 2, ppl=12.0, acc=0.6, model="llama-7b", source=source, dtype="bfloat16", model_id="b" * 16),
+        run("bf16-wanda", "wanda", "wanda 50%", 3, ppl=24.0, acc=0.3, model="llama-7b", source=source, dtype="bfloat16", model_id="b" * 16),
+    ):  # fmt: skip
+        store.record(bundle)
+    rows = leaderboard(store)
+    assert _models_of(rows) == {"llama-7b (dtype=float32)": {"fp32-dense", "fp32-wanda"},
+                                "llama-7b (dtype=bfloat16)": {"bf16-dense", "bf16-wanda"}}  # fmt: skip
+    acc = {row.run_id: row.retention for row in rows if row.metric == "acc"}
+    assert acc["fp32-wanda"] == pytest.approx(0.4 / 0.5) and acc["bf16-wanda"] == pytest.approx(0.3 / 0.6)
+
+
+def test_files_changed_under_one_path_and_runs_before_model_ids_are_models_of_their_own(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    source = "/models/llama-7b"
+    for bundle in (
+        run("legacy", "dense", "dense", 0, ppl=9.0, acc=0.5, model="llama-7b", source=source),  # before schema 7
+        run("v1", "dense", "dense", 1, ppl=10.0, acc=0.5, model="llama-7b", source=source, dtype="float32", model_id="a" * 16),
+        run("v2", "dense", "dense", 2, ppl=12.0, acc=0.6, model="llama-7b", source=source, dtype="float32", model_id="b" * 16),
+        run("other", "dense", "dense", 2, ppl=12.0, acc=0.6, model="smollm2-135m", dtype="float32", model_id="c" * 16),
+    ):  # fmt: skip
+        store.record(bundle)
+    assert _models_of(leaderboard(store)) == {
+        "llama-7b (recorded before model ids)": {"legacy"}, "llama-7b (model aaaaaaaa)": {"v1"},
+        "llama-7b (model bbbbbbbb)": {"v2"}, "smollm2-135m": {"other"},
+    }
+
+
+def test_model_labels_are_unique_for_any_mix_of_models():
+    from reports.leaderboard import RecordedModel, model_labels
+
+    models = [RecordedModel(key=f"k{i}", label="m", source=source, dtype=dtype, device=device, model_id=model_id)
+              for i, (source, dtype, device, model_id) in enumerate([
+                  ("/a/m", "float32", "cpu", "1" * 16), ("/b/m", "float32", "cpu", "2" * 16),
+                  ("/a/m", "bfloat16", "cpu", "3" * 16), ("/a/m", "bfloat16", "cuda", "4" * 16),
+                  ("/a/m", "bfloat16", "cuda", "5" * 16), ("/a/m", None, None, None), ("/b/m", None, None, None)])]  # fmt: skip
+    labels = model_labels(models)
+    assert len(set(labels.values())) == len(models) and all(label.startswith("m (") for label in labels.values())
+    assert labels["k1"] == "m (b/m, dtype=float32, device=cpu)"
+    assert labels["k3"] == "m (a/m, dtype=bfloat16, device=cuda, model 44444444)"
+    assert labels["k5"] == "m (a/m, recorded before model ids)"
+    assert model_labels([models[0]]) == {"k0": "m"}
 
 
 def test_mean_retention_averages_the_primary_metrics_only(tmp_path):

@@ -96,6 +96,17 @@ def test_default_compares_the_latest_flow_runs_with_the_previous_run_of_each_con
     assert [(p.baseline_run_id, p.candidate_run_id) for p in one.pairs] == [("w-1", "w-2")]
 
 
+def test_a_rerun_on_other_model_files_says_so(store):
+    """Same config (source, dtype, device), other files under the path: compared, and the note says the
+    model changed; runs recorded before model ids say nothing."""
+    store.record(wanda("w-1", 0, quality=1.0, model_id="a" * 16))
+    store.record(wanda("w-2", 1, quality=1.0, model_id="b" * 16))
+    store.record(wanda("w-3", 2, quality=1.0, model_id="b" * 16))
+    notes = compare_runs(store, "w-1", "w-2").notes
+    assert any("another model than run w-1" in note and "aaaaaaaa → bbbbbbbb" in note for note in notes)
+    assert not any("another model" in note for note in compare_runs(store, "w-2", "w-3").notes)
+
+
 def test_nothing_to_compare_is_reported_not_raised(store):
     assert compare_with_previous(store).is_empty  # no runs at all
     store.record(wanda("only", 0, quality=0.8))

@@ -51,7 +51,7 @@ def add_notes_column(connection) -> None:  # a plausible v2: a new column with a
 
 
 def test_version_constant_counts_the_migrations():
-    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 6
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 7
 
 
 def test_tables_have_the_record_fields_in_order(connection):
@@ -75,7 +75,7 @@ def test_migrate_creates_then_is_a_no_op(connection):
     assert schema.current_version(connection) == 0
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
-    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,)]
+    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
 
 
 def test_older_database_is_migrated_with_rows_intact(connection):
@@ -272,8 +272,8 @@ def test_a_v5_database_gains_an_empty_item_scores_table_and_loses_nothing(tmp_pa
         schema.migrate(connection, schema.MIGRATIONS[:5])
         before = {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in V3_TABLES}
         connection.execute("BEGIN")
-        assert [version for version, _ in schema.pending_migrations(connection)] == [6]
-        assert schema.migrate(connection) == 6
+        assert [version for version, _ in schema.pending_migrations(connection, schema.MIGRATIONS[:6])] == [6]
+        assert schema.migrate(connection, schema.MIGRATIONS[:6]) == 6
         connection.execute("COMMIT")
         assert {table: connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in V3_TABLES} == before
         assert connection.execute("SELECT count(*) FROM item_scores").fetchone() == (0,)  # older runs have no items
@@ -285,6 +285,21 @@ def test_a_v5_database_gains_an_empty_item_scores_table_and_loses_nothing(tmp_pa
         ("wanda", "acc", None), ("wanda", "word_perplexity", 30.0)
     ]  # fmt: skip
     assert ResultStore(path).items("dense") == []
+
+
+def test_a_v6_database_gains_model_identity_columns_null_for_its_runs_and_loses_nothing(tmp_path):
+    path = tmp_path / "v6.duckdb"
+    v4_history(path, 4)
+    with duckdb.connect(str(path)) as connection:
+        schema.migrate(connection, schema.MIGRATIONS[:6])
+        before = connection.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
+        connection.execute("BEGIN")
+        assert [version for version, _ in schema.pending_migrations(connection)] == [7]
+        assert schema.migrate(connection) == 7
+        connection.execute("COMMIT")
+        assert connection.execute("SELECT * EXCLUDE (model_id, model_dtype, model_device) FROM runs ORDER BY run_id").fetchall() == before
+        assert set(connection.execute("SELECT model_id, model_dtype, model_device FROM runs").fetchall()) == {(None, None, None)}
+    assert {run.model_id for run in ResultStore(path).runs()} == {None}
 
 
 def test_a_v1_database_reaches_the_current_version_with_its_result(connection):
@@ -329,8 +344,9 @@ def test_failing_migration_rolls_back_every_step(connection):
 
 def test_newer_database_is_refused(connection):
     schema.migrate(connection)
-    connection.execute("INSERT INTO schema_version VALUES (7, now())")
-    with pytest.raises(StoreError, match="schema version 7, newer"):
+    later = schema.SCHEMA_VERSION + 1
+    connection.execute(f"INSERT INTO schema_version VALUES ({later}, now())")
+    with pytest.raises(StoreError, match=f"schema version {later}, newer"):
         schema.migrate(connection)
 
 

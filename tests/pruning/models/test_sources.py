@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pruning.errors import CheckpointError, ModelSourceError
-from pruning.models.sources import MANIFEST, checkpoint_lock, device_problem, is_complete_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from pruning.models.sources import MANIFEST, checkpoint_digest, checkpoint_fingerprint, checkpoint_lock, device_problem, is_complete_checkpoint, load_model, resolve_checkpoint, save_checkpoint
 from pruning.specs import ModelSpec
 
 
@@ -36,6 +36,26 @@ def test_round_trip_reproduces_logits_without_a_tokenizer(checkpoint, calibratio
     assert tokenizer is None and not reloaded.training
     with torch.no_grad():
         assert torch.equal(model(calibration_batch).logits, reloaded(calibration_batch).logits)
+
+
+def test_the_digest_is_of_the_contents_wherever_they_are_and_read_once_per_version(checkpoint, tmp_path):
+    model, path = checkpoint
+    memo = tmp_path / "digests"
+    digest = checkpoint_digest(path, memo)
+    copy = shutil.copytree(path, tmp_path / "elsewhere" / "tiny", copy_function=shutil.copy)  # new file times
+    assert checkpoint_digest(copy, memo) == digest  # another place and other file times: the same model
+    assert len(list(memo.iterdir())) == 2  # one memo per version of the files (names, sizes, times)
+    kept = memo / f"{checkpoint_fingerprint(copy)}.sha256"
+    kept.write_text("f" * 16)
+    assert checkpoint_digest(copy, memo) == "f" * 16  # read from the memo, not from the files
+    kept.write_text("not a digest")
+    assert checkpoint_digest(copy, memo) == digest  # a damaged memo is read past
+    (copy / MANIFEST).write_text((copy / MANIFEST).read_text() + " ")  # prunebench's own bookkeeping
+    (copy / ".tiny.lock").write_text("")
+    assert checkpoint_digest(copy, memo) == digest
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] += 1  # a fine-tune: same names, shapes and sizes
+    assert checkpoint_digest(save_checkpoint(model, None, tmp_path / "tuned"), memo) != digest
 
 
 def test_truncated_weights_are_incomplete_and_fail_to_load_naming_the_path(checkpoint):
