@@ -15,13 +15,17 @@ UV_VERSION := $(shell sed -n 's/^uv = "\(.*\)"/\1/p' pyproject.toml)
 run: $(STAMP)
 	$(VENV)/bin/prunebench run $(CONFIG)
 
+# Two pytest workers (pytest-xdist), a test file each at a time (its module fixtures built once), one
+# thread each (tests/conftest.py): about half the wall time of one on CI's two cores.
+TEST_WORKERS ?= 2
+
 # tests/reports screenshots the HTML report with headless Chromium from Debian's packages: installed
 # here when missing and possible (root, apt-get), otherwise that one test skips and says why.
 test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the HTML report screenshot test will skip"
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 venv: $(STAMP)
 

@@ -16,6 +16,11 @@ CACHE_DIR = REPO / ".prunebench" / "cache"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs two pytest workers (pytest-xdist) on CI's two cores: each worker, and every process its
+# tests start, computes on one thread (set before torch is imported), so the two never fight over a core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(threads, "1")
 
 
 @pytest.fixture(scope="session")
