@@ -111,8 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workdir", type=Path, help="checkpoints, caches and Prefect state (default: output.workdir)")
     sweep.set_defaults(command=cmd_sweep)
 
-    validate = commands.add_parser("validate", help="check a config without running anything")
+    validate = commands.add_parser(
+        "validate", help="check a config without running anything",
+        description="Check a config: every key, value and method, and the labels its studies get. With --preflight, also "
+                    "what `run` checks on this machine before any compute: models and their files, devices, suites and "
+                    "their backends, the calibration text's length, and that the results database opens for writing (an "
+                    "empty one is created where there is none).",
+    )  # fmt: skip
     validate.add_argument("config", type=Path)
+    validate.add_argument("--preflight", action="store_true", help="also run the checks `run` makes on this machine before any compute")
     validate.set_defaults(command=cmd_validate)
 
     report = commands.add_parser(
@@ -298,7 +305,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{study.model.source}: {len(study.methods)} method(s) on {', '.join(study.eval.suites)}{seeds}")
         for method in study.methods:
             print(f"  {method.method_id}  {method.label}")
-    print(f"{args.config}: ok")
+    if args.preflight:
+        from flows.benchmark import preflight
+        from flows.runtime import configure_environment
+
+        configure_environment(config.output.workdir)
+        preflight(config)
+    print(f"{args.config}: ok" + (" (and this machine can run it)" if args.preflight else ""))
     return 0
 
 

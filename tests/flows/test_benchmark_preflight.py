@@ -104,9 +104,27 @@ def smoke_like_config(tmp: Path, cache_dir: Path, **calibration) -> Path:
 def test_what_would_fail_at_recording_or_calibration_fails_before_prefect_starts(tmp_path, cache_dir, setup, calibration, expected):
     if setup == "corrupt database":
         (tmp_path / "results.duckdb").write_bytes(b"not a database" * 100)
+    config = smoke_like_config(tmp_path, cache_dir, **calibration)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(smoke_like_config(tmp_path, cache_dir, **calibration))],
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr[-2000:]
     assert "Beginning flow run" not in result.stdout + result.stderr  # refused before the flow (and its API) started
+    # `validate` checks the config alone; `validate --preflight` what `run` checks here, the same way
+    validate = [sys.executable, "-m", "flows.cli", "validate", str(config)]
+    plain = subprocess.run(validate, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and plain.stdout.endswith(f"{config}: ok\n"), plain.stderr[-2000:]
+    checked = subprocess.run([*validate, "--preflight"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 2 and checked.stderr.count("\n") == 1 and expected in checked.stderr, checked.stderr[-2000:]
+
+
+def test_validate_preflight_passes_a_config_this_machine_can_run(tmp_path, cache_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    config = smoke_like_config(tmp_path, cache_dir)
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "validate", "--preflight", str(config)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0 and result.stdout.endswith(f"{config}: ok (and this machine can run it)\n"), result.stderr[-2000:]
+    from reports.store import ResultStore
+
+    assert ResultStore(tmp_path / "results.duckdb").runs() == []  # opened for writing (so created, empty), nothing run
