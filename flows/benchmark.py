@@ -37,7 +37,7 @@ from pruning.models.toy_vlm import ToyVLMSpec
 from pruning.specs import LAYER_DROP_METHODS, model_identity
 from reports.records import AllocationRow, ItemScore, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from tasks.artifacts import (
-    Artifact, BlockScoresResult, CalibrationSet, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
+    Artifact, BlockScoresResult, CalibrationSet, CheckpointRef, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
     PrunedCheckpoint, SlebResult, StageUsage,
 )
 from tasks.cache import CODE
@@ -294,7 +294,7 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
         stages["finetune"] = finetuned.usage
         checkpoint = finetuned.ref
     scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval.evaluated(), suites_dir, image_tasks)
-    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy)
+    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy, checkpoint)
     recorded_run(bundle, str(config.output.database.resolve()))
     get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
     return bundle.run.run_id
@@ -359,8 +359,10 @@ def run_bundle(
     started_at: datetime,
     extra_stages: dict[str, StageUsage] | None = None,
     redundancy: LayerRedundancyResult | None = None,
+    evaluated: CheckpointRef | None = None,
 ) -> RunBundle:
-    """Everything one (model, method) run records, with provenance."""
+    """Everything one (model, method) run records, with provenance. `evaluated` is the checkpoint the
+    scores are of (default: the pruned or dropped one, else the base model)."""
     uses_calibration = needs_calibration(method)
     config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", study.eval.evaluated())
     flow_run_id = flow_run.get_id() or "local"
@@ -395,6 +397,7 @@ def run_bundle(
         model_id=model_identity(base.digest, study.model.dtype, study.model.device),
         model_dtype=study.model.dtype,
         model_device=study.model.device,
+        **_checkpoint_columns(evaluated or (pruned.ref if pruned is not None else base.ref)),
     )
     primary = primary_results([(score.suite, score.metric) for score in scores.scores], study.eval.suites, study.eval.primary_metrics)
     unreported = sorted(set(study.eval.primary_metrics.items()) - primary)
@@ -412,6 +415,12 @@ def run_bundle(
             AllocationRow(run_id=run_id, **layer.model_dump()) for layer in (pruned.layers if pruned else [])
         ],
     )
+
+
+def _checkpoint_columns(ref: CheckpointRef) -> dict:
+    path = Path(ref.path)
+    size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.is_dir() else None
+    return {"checkpoint": str(path), "checkpoint_bytes": size}
 
 
 def _removed(method, base: ModelCheckpoint, pruned: PrunedCheckpoint | DroppedCheckpoint | None) -> dict:
@@ -462,9 +471,10 @@ def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) 
     )
 
 
-def preflight(config: ExperimentConfig) -> None:
+def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
     """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites,
-    a device this machine lacks, a database that cannot be written, an evaluation backend that cannot run here."""
+    a device this machine lacks, a calibration text too short; with `full` (what `run` does), also a database
+    that cannot be written and an evaluation backend that cannot run here (a rehearsal on two items)."""
     from evals.lm_eval_bridge import check_suites
     from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
@@ -513,8 +523,9 @@ def preflight(config: ExperimentConfig) -> None:
         else:
             check_suites(study.eval.suites)  # refuses image suites for a text-only model
             text_suites += study.eval.suites
-    check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
-    ResultStore(config.output.database).check_writable()  # last: a run refused for another reason creates no file
+    if full:
+        check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
+        ResultStore(config.output.database).check_writable()  # last: a run refused for another reason creates no file
 
 
 _WARNED: set[tuple] = set()

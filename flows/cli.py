@@ -113,13 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate", help="check a config without running anything",
-        description="Check a config: every key, value and method, and the labels its studies get. With --preflight, also "
-                    "what `run` checks on this machine before any compute: models and their files, devices, suites and "
-                    "their backends, the calibration text's length, and that the results database opens for writing (an "
-                    "empty one is created where there is none).",
+        description="Check a config without computing anything: every key, value and method, the labels its studies get, "
+                    "that each model's files (or hub cache entry) exist and are readable, the devices exist, the suites are "
+                    "known, the calibration text is long enough. With --preflight, also what else `run` checks before any "
+                    "compute: each evaluation backend rehearsed on two items, and that the results database opens for "
+                    "writing (an empty one is created where there is none).",
     )  # fmt: skip
     validate.add_argument("config", type=Path)
-    validate.add_argument("--preflight", action="store_true", help="also run the checks `run` makes on this machine before any compute")
+    validate.add_argument("--preflight", action="store_true", help="also rehearse the evaluation backends and open the database for writing, as `run` does")
     validate.set_defaults(command=cmd_validate)
 
     report = commands.add_parser(
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
             "redundancy and speed/memory tables. html: the same with plots, one self-contained file."
         ),
     )
-    report.add_argument("--database", "--db", type=Path, default=DEFAULT_DATABASE, help=f"default: {DEFAULT_DATABASE}")
+    _database_options(report)
     report.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text")
     report.add_argument("--model", help="only this model: its label, e.g. smollm2-135m, or the longer one the report shows where two models share it")
     report.add_argument(
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("run_a", nargs="?", metavar="RUN_A", help="baseline run id (or unique prefix)")
     compare.add_argument("run_b", nargs="?", metavar="RUN_B", help="candidate run id (or unique prefix)")
-    compare.add_argument("--database", "--db", type=Path, default=DEFAULT_DATABASE, help=f"default: {DEFAULT_DATABASE}")
+    _database_options(compare)
     compare.add_argument("--tolerance", type=_non_negative, default=0.01,
                          help="relative change always tolerated, as a fraction of the baseline (default: 0.01)")  # fmt: skip
     compare.add_argument("--z", type=_non_negative, default=2.0,
@@ -163,6 +164,56 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--alpha", type=_probability, default=0.05,
                          help="significance level of the paired test, two-sided (default: 0.05)")  # fmt: skip
     compare.set_defaults(command=cmd_compare)
+
+    runs = commands.add_parser(
+        "runs",
+        help="list recorded runs with their checkpoints; show one; delete a run's checkpoint",
+        description=(
+            "list (default): every recorded run, newest first: id, model, method, primary results, the checkpoint "
+            "it evaluated and its size. show RUN: one run in full (record, results, stages, the checkpoint's "
+            "manifest: method parameters, calibration, achieved sparsity). rm RUN: delete the checkpoint the run "
+            "computed (never a model's own files; a rerun recomputes it), and with --records its rows too."
+        ),
+        epilog="Example: prunebench runs --method wanda --limit 5 && prunebench runs show 3f2a9c01",
+    )
+    runs.add_argument("action", nargs="?", choices=("list", "show", "rm"), default="list")
+    runs.add_argument("run_id", nargs="?", metavar="RUN", help="run id, or a unique prefix of one (show, rm)")
+    _database_options(runs)
+    runs.add_argument("--model", help="list: only this model (its label)")
+    runs.add_argument("--method", help="list: only this method (its name, e.g. wanda, or its label)")
+    runs.add_argument("--limit", type=_positive_int, help="list: the newest N runs")
+    runs.add_argument("--records", action="store_true", help="rm: also delete the run's rows from the database")
+    runs.set_defaults(command=cmd_runs)
+
+    prune = commands.add_parser(
+        "prune",
+        help="prune one model with one method, in one line (no config file), and save the checkpoint",
+        description=(
+            "Build a config from the options, run it through the same flow as `run` (cached, recorded in the "
+            "database, beside a dense baseline of the model), and copy the pruned checkpoint to --out. The config "
+            "it ran is written beside the database, to rerun or edit. MODEL is a local checkpoint directory, a "
+            "hub id in the local Hugging Face cache, or packaged:smollm2-135m."
+        ),
+        epilog="Example: prunebench prune packaged:smollm2-135m --method wanda --sparsity 0.5 --out pruned/wanda50",
+    )
+    prune.add_argument("model", metavar="MODEL")
+    prune.add_argument("--method", required=True, help="a method name (`prunebench methods` lists them), e.g. wanda, sparsegpt, shortgpt")
+    prune.add_argument("--sparsity", type=float, help="share of weights to remove (weight pruning), e.g. 0.5")
+    prune.add_argument("--drop-ratio", type=float, help="share of decoder layers to drop (layer dropping), e.g. 0.25")
+    prune.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="fields",
+                       help="another field of the method, as YAML, e.g. --set blocksize=64 --set n_m=2:4 (repeatable)")  # fmt: skip
+    prune.add_argument("--calibration", metavar="CORPUS", help="calibration corpus (default: the config default, jargon)")
+    prune.add_argument("--n-samples", type=_positive_int, help="calibration sequences (default: 32; the papers use 128)")
+    prune.add_argument("--seq-len", type=_positive_int, help="tokens per calibration sequence (default: 256; the papers use 2048)")
+    prune.add_argument("--eval", default="jargon_ppl", metavar="SUITE[,SUITE...]", help="suites to evaluate on (default: jargon_ppl)")
+    prune.add_argument("--limit", type=_positive_int, help="at most this many documents per suite")
+    prune.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: float32")
+    prune.add_argument("--device", help="cpu, cuda, cuda:N, ... (default: cpu)")
+    prune.add_argument("--out", type=Path, help="copy the pruned checkpoint here (a new directory)")
+    prune.add_argument("--database", type=Path, default=DEFAULT_DATABASE, help=f"default: {DEFAULT_DATABASE}")
+    prune.add_argument("--workdir", type=Path, help="checkpoints, caches and Prefect state (default: .prunebench)")
+    prune.add_argument("--cache", type=Path, help="converted models and corpora, shareable between workdirs (default: WORKDIR/cache)")
+    prune.set_defaults(command=cmd_prune)
 
     methods = commands.add_parser("methods", help="list pruning methods and their config fields")
     methods.set_defaults(command=cmd_methods)
@@ -210,6 +261,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _database_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--database", "--db", type=Path, help=f"results database (default: {DEFAULT_DATABASE})")
+    where.add_argument("--config", type=Path, metavar="CONFIG", help="the results database of this experiment config (its output.database)")
+
+
+def _results_database(args: argparse.Namespace):
+    """The ResultStore of --database, or of --config's output.database, or the default; one that must exist."""
+    from reports.store import ResultStore
+
+    if getattr(args, "config", None) is not None:
+        from flows.config import load_config
+
+        database = load_config(args.config).output.database
+    else:
+        database = args.database or DEFAULT_DATABASE
+    if not database.is_file():
+        raise PrunebenchError(f"no results database at {database}; run `prunebench run CONFIG` first")
+    return ResultStore(database)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.config import load_config
     from flows.runtime import configure_environment
@@ -232,11 +304,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     markdown = state.result()  # raises what the flow raised
     print()
     print(markdown)
+    _print_checkpoints(config.output.database, str(state.state_details.flow_run_id))
     print(f"\nresults: {config.output.database}   (prunebench report --database {config.output.database})")
     if state.name == REGRESSED:
         print(f"\nflow run state {REGRESSED}: {state.message} (listed above; prunebench compare)", file=sys.stderr)
         return 1 if args.fail_on_regression else 0
     return 0
+
+
+def _print_checkpoints(database: Path, flow_run_id: str) -> None:
+    """Where the checkpoints of this flow run's runs are (dense: the model's own)."""
+    from reports.runs import size
+    from reports.store import ResultStore
+
+    try:
+        runs = [run for run in ResultStore(database).runs() if run.flow_run_id == flow_run_id and run.checkpoint]
+    except PrunebenchError:
+        return  # the results were printed; the database is named below
+    if runs:
+        width = max(len(f"{run.model} / {run.method_label}") for run in runs)
+        print("\ncheckpoints (prunebench runs lists every recorded run):")
+        for run in runs:
+            print(f"  {run.model + ' / ' + run.method_label:<{width}}  {run.checkpoint}  ({size(run.checkpoint_bytes)})")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -305,23 +394,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{study.model.source}: {len(study.methods)} method(s) on {', '.join(study.eval.suites)}{seeds}")
         for method in study.methods:
             print(f"  {method.method_id}  {method.label}")
-    if args.preflight:
-        from flows.benchmark import preflight
+    if args.preflight:  # the rehearsal runs the harness as `run` does, with Prefect's home in the workdir
         from flows.runtime import configure_environment
 
         configure_environment(config.output.workdir)
-        preflight(config)
+    for offline in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # looked up in the local caches, never fetched
+        os.environ.setdefault(offline, "1")
+    from flows.benchmark import preflight
+
+    preflight(config, full=args.preflight)
     print(f"{args.config}: ok" + (" (and this machine can run it)" if args.preflight else ""))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.leaderboard import leaderboard, to_json, to_text
-    from reports.store import ResultStore
 
-    if not args.database.is_file():
-        raise PrunebenchError(f"no results database at {args.database}; run `prunebench run CONFIG` first")
-    store = ResultStore(args.database)
+    store = _results_database(args)
     if args.format in ("text", "json"):
         rendered = {"text": to_text, "json": to_json}[args.format](leaderboard(store, model=args.model))
     else:
@@ -330,8 +419,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from reports.sections import report_sections
 
         sections = report_sections(store, model=args.model)
-        rendered = to_html(sections, source=str(args.database)) if args.format == "html" else report_markdown(sections)
-    out = args.out or (args.database.parent / "report.html" if args.format == "html" else None)
+        rendered = to_html(sections, source=str(store.path)) if args.format == "html" else report_markdown(sections)
+    out = args.out or (store.path.parent / "report.html" if args.format == "html" else None)
     if out is None:
         print(rendered)
         return 0
@@ -346,11 +435,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from reports.regressions import compare_runs, compare_with_previous, to_markdown
-    from reports.store import ResultStore
 
-    if not args.database.is_file():
-        raise PrunebenchError(f"no results database at {args.database}; run `prunebench run CONFIG` first")
-    store = ResultStore(args.database)
+    store = _results_database(args)
     margins = {"tolerance": args.tolerance, "z": args.z, "alpha": args.alpha}
     if args.run_b is not None:
         comparison = compare_runs(store, args.run_a, args.run_b, **margins)
@@ -360,6 +446,54 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise PrunebenchError("nothing to compare: " + "; ".join(comparison.notes or ["no shared results"]))
     print(to_markdown(comparison))
     return 1 if comparison.has_regression else 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from reports.runs import remove_run, run_details, runs_table
+
+    store = _results_database(args)
+    if args.action == "list":
+        if args.run_id is not None:
+            raise PrunebenchError(f"`runs list` takes no run id (did you mean `prunebench runs show {args.run_id}`?)")
+        lines = runs_table(store, model=args.model, method=args.method, limit=args.limit)
+    elif args.run_id is None:
+        raise PrunebenchError(f"`prunebench runs {args.action}` needs a run id (`prunebench runs` lists them)")
+    elif args.action == "show":
+        lines = run_details(store, args.run_id)
+    else:
+        lines = remove_run(store, args.run_id, records=args.records)
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    import yaml
+
+    from flows.config import load_config
+    from flows.oneline import copy_checkpoint, oneline_config
+
+    config = oneline_config(
+        args.model, args.method, sparsity=args.sparsity, drop_ratio=args.drop_ratio, fields=args.fields,
+        calibration=args.calibration, n_samples=args.n_samples, seq_len=args.seq_len, suites=args.eval, limit=args.limit,
+        dtype=args.dtype, device=args.device, database=args.database, workdir=args.workdir, cache=args.cache,
+    )  # fmt: skip
+    if args.out is not None and args.out.exists():
+        raise PrunebenchError(f"--out {args.out} exists; name a new directory")
+    path = args.database.parent / f"{config['name']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    load_config(path)  # a bad option fails here, naming the field, before anything loads
+    print(f"config: {path}")
+    status = cmd_run(argparse.Namespace(config=path, database=None, workdir=None, fail_on_regression=False))
+    from reports.store import ResultStore
+
+    runs = [run for run in ResultStore(args.database).runs(experiment=config["name"]) if run.method != "dense"]
+    pruned = runs[-1]  # the run just recorded (runs are oldest first)
+    print(f"\npruned checkpoint: {pruned.checkpoint}   (prunebench runs show {pruned.run_id[:8]})")
+    if args.out is not None:
+        copy_checkpoint(Path(pruned.checkpoint), args.out)
+        print(f"saved to {args.out}   (transformers' from_pretrained loads it)")
+    return status
 
 
 def _probability(text: str) -> float:

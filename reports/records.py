@@ -53,6 +53,10 @@ class RunRecord(Record):
     model_id: str | None = None
     model_dtype: str | None = None  # the spec's dtype and device (`device` says which machine's); None before schema 7
     model_device: str | None = None
+    # The checkpoint the run evaluated (pruned, dropped or finetuned; the model's own for dense), and its
+    # files' size in bytes. None before schema 8.
+    checkpoint: str | None = None
+    checkpoint_bytes: int | None = Field(None, ge=0)
 
 
 class ResultRow(Record):

@@ -20,7 +20,7 @@ import duckdb
 
 from pruning.errors import StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -263,6 +263,13 @@ def _v7_model_identity(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("ALTER TABLE runs ADD COLUMN model_device VARCHAR")
 
 
+def _v8_checkpoint(connection: duckdb.DuckDBPyConnection) -> None:
+    """`runs.checkpoint`: where the checkpoint the run evaluated is (`prunebench runs` lists it), and
+    `checkpoint_bytes`, its size. NULL for runs recorded before version 8."""
+    connection.execute("ALTER TABLE runs ADD COLUMN checkpoint VARCHAR")
+    connection.execute("ALTER TABLE runs ADD COLUMN checkpoint_bytes BIGINT")
+
+
 def _params(run_id: str, method_params: str) -> dict:
     try:
         params = json.loads(method_params)
@@ -275,7 +282,7 @@ def _params(run_id: str, method_params: str) -> dict:
 
 MIGRATIONS: Sequence[Migration] = (
     _v1_initial_tables, _v2_block_scores, _v3_layer_redundancy, _v4_environment, _v5_one_meaning_per_column,
-    _v6_item_scores, _v7_model_identity,
+    _v6_item_scores, _v7_model_identity, _v8_checkpoint,
 )
 
 

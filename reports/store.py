@@ -83,6 +83,17 @@ class ResultStore:
 
         self._write(f"recording run {run_id} ({bundle.run.model}, {bundle.run.method_label})", write)
 
+    def delete_run(self, run_id: str) -> bool:
+        """Remove a run and every row of it, in one transaction; False when there was no such run."""
+
+        def delete(connection: duckdb.DuckDBPyConnection) -> bool:
+            found = connection.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] > 0
+            for table in _TABLES:
+                connection.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            return found
+
+        return self._write(f"deleting run {run_id}", delete)
+
     # -- reading -------------------------------------------------------------------------------
 
     def runs(self, *, model: str | None = None, experiment: str | None = None) -> list[RunRecord]:

@@ -67,7 +67,10 @@ def pruned_checkpoint(
         )
         slug = checkpoint_slug(method.base_label)
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__))}"
-        save_checkpoint(network, preprocessor, dest, extra={"method": method.model_dump(mode="json")})
+        save_checkpoint(network, preprocessor, dest, extra={
+            "method": method.model_dump(mode="json"), "calibration": calibration.model_dump(mode="json") if needs_inputs else None,
+            "achieved_sparsity": report.achieved_sparsity,
+        })  # fmt: skip
     return PrunedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
         params_prunable=report.params_prunable,

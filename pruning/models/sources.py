@@ -109,6 +109,14 @@ def materialize_packaged(name: str, cache_dir: Path) -> Path:
     dest = Path(cache_dir) / name
     if is_complete_checkpoint(dest):
         return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with checkpoint_lock(dest):  # another process converting it: wait for it, then take its result
+        if is_complete_checkpoint(dest):
+            return dest
+        return _convert_packaged(name, dest)
+
+
+def _convert_packaged(name: str, dest: Path) -> Path:
     packaged = PACKAGED[name]
     try:
         root = importlib.metadata.distribution(packaged.distribution).locate_file(packaged.package_dir)
@@ -287,16 +295,26 @@ def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None 
     return dest
 
 
+_HELD = threading.local()  # the checkpoint locks this thread holds: taking one again is a no-op
+
+
 @contextmanager
 def checkpoint_lock(dest: Path) -> Iterator[None]:
     """An exclusive lock on writing the checkpoint `dest` (an advisory lock on the file `.<name>.lock`
-    beside it), across threads and processes; released when the block ends or its process dies."""
+    beside it), across threads and processes; released when the block ends or its process dies.
+    Reentrant within a thread (a builder holding it may call `save_checkpoint`, which takes it too)."""
     lock = Path(dest).parent / f".{Path(dest).name}.lock"
+    held = _HELD.__dict__.setdefault("paths", set())
+    if lock in held:
+        yield
+        return
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        held.add(lock)
         try:
             yield
         finally:
+            held.discard(lock)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

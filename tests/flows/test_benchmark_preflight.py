@@ -111,12 +111,38 @@ def test_what_would_fail_at_recording_or_calibration_fails_before_prefect_starts
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr[-2000:]
     assert "Beginning flow run" not in result.stdout + result.stderr  # refused before the flow (and its API) started
-    # `validate` checks the config alone; `validate --preflight` what `run` checks here, the same way
+    # `validate` finds what needs no computing (the calibration text's length), `validate --preflight` the rest
+    # of what `run` checks here (opening the database for writing), the same way
     validate = [sys.executable, "-m", "flows.cli", "validate", str(config)]
     plain = subprocess.run(validate, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert plain.returncode == 0 and plain.stdout.endswith(f"{config}: ok\n"), plain.stderr[-2000:]
+    if setup == "corrupt database":
+        assert plain.returncode == 0 and plain.stdout.endswith(f"{config}: ok\n"), plain.stderr[-2000:]
+    else:
+        assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and expected in plain.stderr, plain.stderr[-2000:]
     checked = subprocess.run([*validate, "--preflight"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert checked.returncode == 2 and checked.stderr.count("\n") == 1 and expected in checked.stderr, checked.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "model, suites, expected",
+    [
+        ({"source": "/no/such/model"}, ["jargon_ppl"], "model path /no/such/model does not exist"),
+        ({"source": "someone/not-cached"}, ["jargon_ppl"], "is not in the local Hugging Face cache"),
+        ({"source": "packaged:smollm2-135m", "device": "cuda"}, ["jargon_ppl"], "this machine has no CUDA device"),
+        ({"source": "packaged:smollm2-135m"}, ["jargon_pp"], "jargon_pp"),
+    ],
+)
+def test_validate_finds_what_needs_no_computing(tmp_path, cache_dir, model, suites, expected):
+    config = yaml.safe_load(smoke_like_config(tmp_path, cache_dir).read_text())
+    config["studies"][0]["model"] = model
+    config["studies"][0]["eval"]["suites"] = suites
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(path)], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "results.duckdb").exists() and not (tmp_path / "work").exists()  # nothing created
 
 
 def test_validate_preflight_passes_a_config_this_machine_can_run(tmp_path, cache_dir):

@@ -51,7 +51,7 @@ def add_notes_column(connection) -> None:  # a plausible v2: a new column with a
 
 
 def test_version_constant_counts_the_migrations():
-    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 7
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 8
 
 
 def test_tables_have_the_record_fields_in_order(connection):
@@ -75,7 +75,7 @@ def test_migrate_creates_then_is_a_no_op(connection):
     assert schema.current_version(connection) == 0
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
-    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
+    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
 
 
 def test_older_database_is_migrated_with_rows_intact(connection):
@@ -287,18 +287,19 @@ def test_a_v5_database_gains_an_empty_item_scores_table_and_loses_nothing(tmp_pa
     assert ResultStore(path).items("dense") == []
 
 
-def test_a_v6_database_gains_model_identity_columns_null_for_its_runs_and_loses_nothing(tmp_path):
+def test_a_v6_database_gains_model_identity_and_checkpoint_columns_null_for_its_runs_and_loses_nothing(tmp_path):
     path = tmp_path / "v6.duckdb"
     v4_history(path, 4)
     with duckdb.connect(str(path)) as connection:
         schema.migrate(connection, schema.MIGRATIONS[:6])
         before = connection.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
         connection.execute("BEGIN")
-        assert [version for version, _ in schema.pending_migrations(connection)] == [7]
-        assert schema.migrate(connection) == 7
+        assert [version for version, _ in schema.pending_migrations(connection)] == [7, 8]
+        assert schema.migrate(connection) == 8
         connection.execute("COMMIT")
-        assert connection.execute("SELECT * EXCLUDE (model_id, model_dtype, model_device) FROM runs ORDER BY run_id").fetchall() == before
-        assert set(connection.execute("SELECT model_id, model_dtype, model_device FROM runs").fetchall()) == {(None, None, None)}
+        added = "model_id, model_dtype, model_device, checkpoint, checkpoint_bytes"
+        assert connection.execute(f"SELECT * EXCLUDE ({added}) FROM runs ORDER BY run_id").fetchall() == before
+        assert set(connection.execute(f"SELECT {added} FROM runs").fetchall()) == {(None,) * 5}
     assert {run.model_id for run in ResultStore(path).runs()} == {None}
 
 

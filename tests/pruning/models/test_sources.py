@@ -128,6 +128,24 @@ def test_the_checkpoint_lock_excludes_a_second_writer(tmp_path):
         order.append("first")
     waiting.join(timeout=10)
     assert order == ["first", "second"]
+    with checkpoint_lock(dest), checkpoint_lock(dest):  # the holder may take it again (a builder that saves)
+        order.append("again")
+    assert order[-1] == "again"
+
+
+def test_a_packaged_model_being_converted_by_another_process_is_waited_for_not_converted_twice(tmp_path, monkeypatch):
+    from pruning.models import sources
+
+    converted = []
+    monkeypatch.setattr(sources, "_convert_packaged", lambda name, dest: converted.append(dest) or dest)
+    dest = tmp_path / "smollm2-135m"
+    with checkpoint_lock(dest):
+        waiting = threading.Thread(target=sources.materialize_packaged, args=("smollm2-135m", tmp_path))
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive() and converted == []  # waits while the other converts
+    waiting.join(timeout=10)
+    assert converted == [dest]
 
 
 def test_a_device_this_machine_lacks_is_named(monkeypatch):
