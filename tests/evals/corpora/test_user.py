@@ -198,9 +198,13 @@ def test_a_dataset_prepared_by_an_earlier_load_is_read_by_name_offline(hf_caches
 
     _, prepared = hf_caches
     source = jsonl(tmp_path / "train.jsonl", [{"text": text} for text in DOCUMENTS])
-    # as an online load_dataset("user/prepared", split="train") prepares it: datasets/user___prepared/default/0.0.0/<commit>/
-    builder = Json(cache_dir=str(prepared), dataset_name="prepared", repo_id="user/prepared", hash="c" * 40, data_files={"train": str(source)})
+    # an online load_dataset("user/prepared", split="train") leaves datasets/user___prepared/default/0.0.0/<commit>/
+    # {dataset_info.json, prepared-train.arrow}: prepared here from a local file, then moved where that load puts it
+    builder = Json(cache_dir=str(tmp_path / "staging"), dataset_name="prepared", hash="c" * 40, data_files={"train": str(source)})
     builder.download_and_prepare()
+    (version,) = (tmp_path / "staging" / "prepared").glob("*/0.0.0")
+    (prepared / "user___prepared" / "default").mkdir(parents=True)
+    version.rename(prepared / "user___prepared" / "default" / "0.0.0")
     source.unlink()  # nothing but the prepared copy is left
     assert calibration_documents(spec("user/prepared"), tmp_path) == DOCUMENTS
     assert corpus_fingerprint(spec("user/prepared")) == corpus_fingerprint(spec("user/prepared"))
