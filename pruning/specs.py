@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,7 +198,7 @@ class CalibrationSpec(Spec):
         elif path.suffix in RECORD_SUFFIXES:
             allowed, what = {"text_field"}, "a local file of records"
         else:
-            allowed, what = set(), "a local folder" if path.is_dir() else "a local text file"
+            allowed, what = set(), "a local folder or text file"
         for name in _OPTION_OF:
             if name in self.model_fields_set and name not in allowed:
                 raise ValueError(f"{name} is an option of {_OPTION_OF[name]}; corpus {self.corpus!r} is {what}")
@@ -223,10 +224,13 @@ class CalibrationSpec(Spec):
     def local_path(self) -> Path | None:
         """The corpus as a local file or folder: a path that exists, or one written as a path (./, /, ~, a
         .txt, .jsonl or .parquet name); None for a name (a built-in corpus, a Hugging Face dataset)."""
-        path = Path(self.corpus).expanduser()
-        if self.corpus.startswith((".", "/", "~")) or path.suffix in (".txt", *RECORD_SUFFIXES) or path.exists():
+        path = Path(os.path.expanduser(self.corpus))  # an unknown ~user stays as written, as the shell leaves it
+        if self.corpus.startswith((".", "/", "~")) or path.suffix in (".txt", *RECORD_SUFFIXES):
             return path
-        return None
+        try:
+            return path if path.exists() else None
+        except (OSError, ValueError):  # a name too long, or with a NUL byte, for a path: no file of this machine
+            return None
 
 
 # Record files whose `text_field` holds the text (a JSONL object per line; a Parquet column).

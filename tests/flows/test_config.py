@@ -229,7 +229,7 @@ def test_a_calibration_option_of_another_kind_of_corpus_is_one_line_naming_the_f
     with pytest.raises(ConfigError) as refused:
         load_config(write(tmp_path, text))
     assert str(refused.value) == (f"{tmp_path / 'config.yaml'}: studies.0.calibration: Value error, config is an option of "
-                                  "Hugging Face datasets; corpus './domain.txt' is a local text file")  # fmt: skip
+                                  "Hugging Face datasets; corpus './domain.txt' is a local folder or text file")  # fmt: skip
 
 
 def _models(*models: dict) -> ExperimentConfig:

@@ -143,7 +143,7 @@ def test_a_builtin_calibration_dumps_as_before_the_user_corpus_options_existed()
     "fields, expected",
     [
         ({"corpus": "./domain.txt", "text_field": "body"},
-         "text_field is an option of JSONL or Parquet records and Hugging Face datasets; corpus './domain.txt' is a local text file"),
+         "text_field is an option of JSONL or Parquet records and Hugging Face datasets; corpus './domain.txt' is a local folder or text file"),
         ({"corpus": "data/records.jsonl", "config": "en"},
          "config is an option of Hugging Face datasets; corpus 'data/records.jsonl' is a local file of records"),
         ({"corpus": "allenai/c4", "kind": "image_qa"},
