@@ -134,7 +134,8 @@ CalibrationKind = Literal["text", "image_qa"]
 
 def _option(legacy: Any, default: Any = None, **field: Any) -> Any:
     """An option added after runs were recorded without it: left out of the parameters (so out of
-    `method_id` and every cache key) while it equals `legacy`, the behaviour every earlier run had, and part of them otherwise.
+    `method_id` and every cache key) while it equals `legacy`, the behaviour every earlier run had, and
+    part of them otherwise.
 
     `legacy` is fixed, not the default: if measurement moves the default, specs at the new default get a
     new identity, and a missing key in recorded `method_params` always means `legacy`."""
