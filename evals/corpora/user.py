@@ -31,7 +31,7 @@ from pruning.specs import RECORD_SUFFIXES, CalibrationSpec
 # first shard alone is ~800 MB of text, which would take minutes to tokenise for 128 windows. A
 # token is ~4 characters of English, so this leaves the windows ~4x the text they need. The built-in
 # corpora are small and read whole, as they always were.
-CHARACTERS_PER_TOKEN = 16
+CHARACTERS_READ_PER_TOKEN = 16
 IMAGE_QA_FIELDS = ("image", "question", "answer")
 
 
@@ -55,11 +55,11 @@ def takes_images(calibration: CalibrationSpec) -> bool:
 
 def calibration_documents(calibration: CalibrationSpec, cache_dir: Path) -> list[str]:
     """The texts a text calibration draws its windows from: a built-in corpus's calibration split, or the
-    user's corpus up to `CHARACTERS_PER_TOKEN` characters per calibration token, in order."""
+    user's corpus up to `CHARACTERS_READ_PER_TOKEN` characters per calibration token, in order."""
     if is_builtin(calibration):
         _builtin_takes_no_options(calibration)
         return corpus_documents(calibration.corpus, "calibration", Path(cache_dir))
-    budget = calibration.n_samples * calibration.seq_len * CHARACTERS_PER_TOKEN
+    budget = calibration.n_samples * calibration.seq_len * CHARACTERS_READ_PER_TOKEN
     documents = list(_within(_user_documents(calibration), budget))
     if not any(text.strip() for text in documents):
         raise ConfigError(f"calibration.corpus {calibration.corpus!r}: no text ({len(documents)} document(s), all empty)")
@@ -103,7 +103,7 @@ def record_texts(path: Path, field: str) -> Iterator[str]:
         except Exception as error:
             raise ConfigError(f"calibration.corpus {path}: not a Parquet file ({type(error).__name__}: {error})") from None
         if field not in names:
-            raise ConfigError(f"calibration.corpus {path}: no column {field!r} (columns: {', '.join(names)}); set calibration.text_field")
+            raise _no_field(str(path), field, names)
         for number, text in enumerate(parquet.read_table(path, columns=[field]).column(field).to_pylist()):
             yield _text(text, f"{path} row {number}", field)
         return
@@ -112,7 +112,7 @@ def record_texts(path: Path, field: str) -> Iterator[str]:
             if line.strip():
                 record = _json_record(line, f"{path}:{number}")
                 if field not in record:
-                    raise ConfigError(f"calibration.corpus {path}:{number}: no field {field!r} (fields: {', '.join(record)}); set calibration.text_field")
+                    raise _no_field(f"{path}:{number}", field, record)
                 yield _text(record[field], f"{path}:{number}", field)
 
 
@@ -127,7 +127,8 @@ def image_questions(path: Path) -> list[ImageQuestion]:
             where, record = f"{path}:{number}", _json_record(line, f"{path}:{number}")
             missing = [name for name in IMAGE_QA_FIELDS if not isinstance(record.get(name), str) or not record[name].strip()]
             if missing:
-                raise ConfigError(f"calibration.corpus {where}: no {', '.join(map(repr, missing))} text (each record holds an image path, a question and an answer)")
+                raise ConfigError(f"calibration.corpus {where}: no {', '.join(map(repr, missing))} text "
+                                  "(each record holds an image path, a question and an answer)")
             image = (path.parent / record["image"]).resolve()
             if not image.is_file():
                 raise ConfigError(f"calibration.corpus {where}: image {image} does not exist")
@@ -184,7 +185,7 @@ def hub_dataset(calibration: CalibrationSpec):
     finally:
         datasets.config.HF_HUB_OFFLINE = offline
     if calibration.text_field not in dataset.column_names:
-        raise ConfigError(f"calibration.corpus {name!r}: no field {calibration.text_field!r} (fields: {', '.join(dataset.column_names)}); set calibration.text_field")
+        raise _no_field(repr(name), calibration.text_field, dataset.column_names)
     return dataset, _digest([name, revision, dataset._fingerprint, str(len(dataset))])
 
 
@@ -240,6 +241,10 @@ def _builtin_takes_no_options(calibration: CalibrationSpec) -> None:
     given = sorted({"text_field", "config", "split", "data_files"} & calibration.model_fields_set)
     if given:
         raise ConfigError(f"calibration.{given[0]}: {calibration.corpus!r} is a built-in corpus; {given[0]} is an option of your own data")
+
+
+def _no_field(where: str, field: str, fields: Iterable[str]) -> ConfigError:
+    return ConfigError(f"calibration.corpus {where}: no field {field!r} (fields: {', '.join(fields)}); set calibration.text_field")
 
 
 def _text(value, where: str, field: str) -> str:

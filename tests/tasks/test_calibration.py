@@ -84,7 +84,8 @@ def test_the_preflight_reads_the_corpus_as_the_stage_does(tmp_path, cache_dir):
     expected = f"calibration.seq_len=1000: the {short.corpus!r} calibration text has {characters} characters, fewer than a window's tokens"
     with pytest.raises(ConfigError, match=f"^{re.escape(expected)}$"):
         check_calibration(short, "a text model", False, cache_dir)
-    with pytest.raises(ConfigError, match=r"takes images; calibrate it on an image corpus \(imageqa, or your JSONL of image-question-answer records with kind: image_qa\)$"):
+    image_corpora = "(imageqa, or your JSONL of image-question-answer records with kind: image_qa)"
+    with pytest.raises(ConfigError, match=f"takes images; calibrate it on an image corpus {re.escape(image_corpora)}$"):
         check_calibration(forms["folder"], "a VLM", True, cache_dir)
 
 

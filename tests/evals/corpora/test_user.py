@@ -73,7 +73,7 @@ def test_each_problem_of_the_data_is_one_line_naming_it(tmp_path):
         calibration_documents(spec(records), tmp_path)
     table = tmp_path / "records.parquet"
     pq.write_table(pa.table({"body": DOCUMENTS}), table)
-    with pytest.raises(ConfigError, match=r"no column 'text' \(columns: body\); set calibration.text_field$"):
+    with pytest.raises(ConfigError, match=r"no field 'text' \(fields: body\); set calibration.text_field$"):
         calibration_documents(spec(table), tmp_path)
     numbers = jsonl(tmp_path / "numbers.jsonl", [{"text": 3}])
     with pytest.raises(ConfigError, match=r"numbers.jsonl:1: field 'text' holds int, not text$"):
