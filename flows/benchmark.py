@@ -21,7 +21,6 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.transactions import CommitMode, transaction
 
-from evals.corpora import corpus_documents
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
@@ -41,12 +40,12 @@ from tasks.artifacts import (
     PrunedCheckpoint, SlebResult, StageUsage,
 )
 from tasks.cache import CODE
-from tasks.calibration import calibration_set
+from tasks.calibration import calibration_set, check_calibration, fingerprinted
 from tasks.common import cached_tasks
 from tasks.persistence import STAGE_JSON
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
-from tasks.finetune import finetuned_checkpoint
+from tasks.finetune import check_finetune_corpus, finetuned_checkpoint
 from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, redundancy_of, sleb_never, sleb_removal_order
 from tasks.prune import needs_calibration, pruned_checkpoint
 from tasks.scores import block_scores, scores_of
@@ -99,7 +98,7 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
 
     branches = []
-    for study in (seeded for listed in config.studies for seeded in per_seed(listed)):
+    for study in (seeded for listed in config.studies for seeded in per_seed(with_fingerprint(listed))):
         with tags(f"model:{study.model.label}"):
             inputs = study_stages(study, image_root, workdir, cache_dir)
         branches += [
@@ -130,6 +129,14 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
         return Completed(name=REGRESSED, message=f"{outcome.n_worse} result(s) worse than the previous run",
                          data=f"{markdown}\n\n{outcome.markdown}")
     return markdown
+
+
+def with_fingerprint(study: StudySpec) -> StudySpec:
+    """The study with its calibration keyed on the contents of the user's corpus (`tasks.calibration.fingerprinted`),
+    read once, here, before any stage: where no method reads calibration data, as it is."""
+    if not any(needs_calibration(method) for method in study.methods):
+        return study
+    return study.model_copy(update={"calibration": fingerprinted(study.calibration)})
 
 
 def per_seed(study: StudySpec) -> list[StudySpec]:
@@ -499,19 +506,9 @@ def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
             count_parameters(path)
             multimodal = takes_images(path)
         if any(needs_calibration(method) for method in study.methods):
-            image_corpus = study.calibration.corpus in IMAGE_CORPORA
-            if not image_corpus:  # a token covers at least one character: a shorter text has too few tokens
-                characters = sum(len(text) for text in corpus_documents(study.calibration.corpus, "calibration", config.output.cache_dir)) + 2
-                if characters <= study.calibration.seq_len:
-                    raise ConfigError(f"calibration.seq_len={study.calibration.seq_len}: the {study.calibration.corpus!r} calibration "
-                                      f"text has {characters} characters, fewer than a window's tokens")  # fmt: skip
-            if image_corpus and not multimodal:
-                raise ConfigError(f"calibration.corpus {study.calibration.corpus!r}: image-QA calibration needs a vision-language model; {source} is text-only")
-            if multimodal and not image_corpus:
-                raise ConfigError(
-                    f"calibration.corpus {study.calibration.corpus!r}: {source} takes images; calibrate it on an image corpus "
-                    f"({', '.join(sorted(IMAGE_CORPORA))})"
-                )
+            check_calibration(study.calibration, source, multimodal, config.output.cache_dir)
+        if any(getattr(method, "finetune", None) is not None for method in study.methods):
+            check_finetune_corpus(study.calibration.corpus)
         text_local = [name for name in study.eval.suites if name in LOCAL_SUITES]
         others = [name for name in study.eval.suites if name not in LOCAL_SUITES and name not in IMAGE_SUITES]
         if multimodal:

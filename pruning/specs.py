@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,23 +129,81 @@ def distinct_tail(source: str, sources: Sequence[str]) -> str:
     return source
 
 
+CalibrationKind = Literal["text", "image_qa"]
+
+
+def _option(legacy: Any, default: Any = None, **field: Any) -> Any:
+    """An option added after runs were recorded without it: left out of the parameters (so out of
+    `method_id` and every cache key) while it equals `legacy`, the behaviour every earlier run had, and
+    part of them otherwise.
+
+    `legacy` is fixed, not the default: if measurement moves the default, specs at the new default get a
+    new identity, and a missing key in recorded `method_params` always means `legacy`."""
+    return Field(legacy if default is None else default, exclude_if=lambda value: value == legacy, **field)
+
+
 class CalibrationSpec(Spec):
-    """N sequences of L tokens drawn (seeded) from the calibration split of a local corpus.
+    """N sequences of L tokens drawn (seeded) from one corpus: a built-in one's calibration split, or
+    the user's own data (`evals.corpora.user`): a text file, a folder of text files, JSONL or Parquet
+    records (`text_field`), a dataset in the local Hugging Face cache (`config`, `split`, `data_files`),
+    or, with `kind: image_qa`, a JSONL of {image, question, answer} records for a VLM.
+
+    The user's data is keyed by its contents: the run sets `fingerprint` (file digests, the cached
+    dataset's revision) before any stage, so an edited file recomputes the calibration set and every
+    stage computed from it. The fields added for the user's data are left out of dumps at their
+    defaults, so a built-in corpus keeps the cache keys it had.
 
     Paper defaults are 128 x 2048 (Wanda, SparseGPT, ECoFLaP); the embedded default is sized for
     two CPU cores.
     """
 
-    corpus: str = "jargon"
+    corpus: str = Field("jargon", min_length=1, description="a built-in corpus, a local file or folder, or a dataset in the local Hugging Face cache")
     n_samples: int = Field(32, gt=0)
     seq_len: int = Field(256, gt=1)
     seed: Seed = 0
     batch_size: int = Field(8, gt=0)
+    text_field: str = _option("text", min_length=1,
+                             description="the records' field holding the text (JSONL, Parquet, Hugging Face datasets)")
+    config: str | None = _option(None, min_length=1, description="the Hugging Face dataset's configuration, e.g. 'en'")
+    split: str = _option("train", min_length=1, description="the Hugging Face dataset's split")
+    data_files: str | list[str] | None = _option(None,
+                                                description="the Hugging Face dataset's files to read, e.g. 'en/c4-train.00000-of-01024.json.gz'")
+    kind: CalibrationKind = _option("text",
+                                   description="image_qa: the JSONL's records are {image, question, answer} for a vision-language model")
+    # The contents of the user's corpus (`tasks.calibration.fingerprinted`), set by the run, never written
+    # in a config: part of the dump, so of every key computed from the calibration.
+    fingerprint: str | None = _option(None, description="set by the run from the corpus's contents")
     # Several calibration draws: each method that reads calibration data runs once per seed, and reports
     # show the mean and sd across them. Not a parameter of any run (each run has its `seed`), so it is
     # left out of dumps, hashes and cache keys.
     seeds: list[Seed] | None = Field(None, min_length=1, exclude=True,
                                     description="run each calibrated method once per seed (e.g. [0, 1, 2])")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fingerprint_is_computed(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("fingerprint") is not None:
+            raise ValueError("fingerprint is computed from the corpus's contents by the run; leave it out")
+        return raw
+
+    @model_validator(mode="after")
+    def _options_of_the_source(self) -> "CalibrationSpec":
+        """Each option belongs to some kinds of corpus: one given for another is refused, not ignored."""
+        path = self.local_path
+        if self.kind == "image_qa" and (path is None or path.suffix != ".jsonl"):
+            raise ValueError(f"kind image_qa reads a local JSONL of {{image, question, answer}} records; corpus {self.corpus!r} is no .jsonl path")
+        if self.kind == "image_qa":
+            allowed, what = set(), "a JSONL of image-question-answer records"
+        elif path is None:
+            allowed, what = set(_OPTION_OF), "a name"
+        elif path.suffix in RECORD_SUFFIXES:
+            allowed, what = {"text_field"}, "a local file of records"
+        else:
+            allowed, what = set(), "a local folder or text file"
+        for name in _OPTION_OF:
+            if name in self.model_fields_set and name not in allowed:
+                raise ValueError(f"{name} is an option of {_OPTION_OF[name]}; corpus {self.corpus!r} is {what}")
+        return self
 
     @model_validator(mode="after")
     def _seed_or_seeds(self) -> "CalibrationSpec":
@@ -161,6 +220,28 @@ class CalibrationSpec(Spec):
     def per_seed(self) -> list["CalibrationSpec"]:
         """This calibration once per seed (one entry without `seeds`), each a single draw."""
         return [self.model_copy(update={"seed": seed, "seeds": None}) for seed in self.seeds or [self.seed]]
+
+    @property
+    def local_path(self) -> Path | None:
+        """The corpus as a local file or folder: a path that exists, or one written as a path (./, /, ~, a
+        .txt, .jsonl or .parquet name); None for a name (a built-in corpus, a Hugging Face dataset)."""
+        path = Path(os.path.expanduser(self.corpus))  # an unknown ~user stays as written, as the shell leaves it
+        if self.corpus.startswith((".", "/", "~")) or path.suffix in (".txt", *RECORD_SUFFIXES):
+            return path
+        try:
+            return path if path.exists() else None
+        except (OSError, ValueError):  # a name too long, or with a NUL byte, for a path: no file of this machine
+            return None
+
+
+# Record files whose `text_field` holds the text (a JSONL object per line; a Parquet column).
+RECORD_SUFFIXES = (".jsonl", ".parquet")
+_OPTION_OF = {
+    "text_field": "JSONL or Parquet records and Hugging Face datasets",
+    "config": "Hugging Face datasets",
+    "split": "Hugging Face datasets",
+    "data_files": "Hugging Face datasets",
+}
 
 
 class FinetuneSpec(Spec):
@@ -274,15 +355,6 @@ class MagnitudeSpec(_Sparsity):
     """|W|, compared over the whole layer (as in the Wanda reference code's magnitude baseline)."""
 
     name: Literal["magnitude"]
-
-
-def _option(legacy: Any, default: Any = None, **field: Any) -> Any:
-    """A method option added after runs were recorded without it: left out of the parameters (so out of
-    `method_id`) while it equals `legacy`, the behaviour every earlier run had, and part of them otherwise.
-
-    `legacy` is fixed, not the default: if measurement moves the default, specs at the new default get a
-    new identity, and a missing key in recorded `method_params` always means `legacy`."""
-    return Field(legacy if default is None else default, exclude_if=lambda value: value == legacy, **field)
 
 
 WandaSelection = Literal["per_row", "layer"]

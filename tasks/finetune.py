@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from evals.corpora import corpus_documents
+from evals.corpora import CORPORA, corpus_documents
 from evals.imageqa.generator import build_imageqa, split_path
 from evals.imageqa.prompts import training_conversations
 from evals.imageqa.records import load_records
@@ -44,6 +44,14 @@ def finetune_examples(preprocessor, corpus: str, spec: FinetuneSpec, cache_dir: 
     texts = corpus_documents(corpus, "train", cache_dir)
     ids = calibration_ids(texts, text_tokenizer(preprocessor), spec.examples, spec.seq_len, spec.seed)
     return [{"input_ids": ids[row : row + 1]} for row in range(ids.shape[0])]
+
+
+def check_finetune_corpus(corpus: str) -> None:
+    """A finetune trains on the train split of the study's corpus, kept apart from its calibration and test
+    splits: only a built-in corpus has one (the user's own calibration data is calibration data whole)."""
+    if corpus not in CORPORA and corpus not in IMAGE_CORPORA:
+        raise ConfigError(f"finetune trains on the train split of a built-in corpus ({', '.join(sorted([*CORPORA, *IMAGE_CORPORA]))}); "
+                          f"calibration.corpus {corpus!r} is your own data, which has none")  # fmt: skip
 
 
 def _finetune_run_name(parameters: dict) -> str:

@@ -99,6 +99,8 @@ def smoke_like_config(tmp: Path, cache_dir: Path, **calibration) -> Path:
     [
         ("corrupt database", {}, "results.duckdb is not a DuckDB database (corrupt, or another format); it was left as it is"),
         ("none", {"seq_len": 100_000_000}, "calibration.seq_len=100000000: the 'jargon' calibration text has"),
+        ("none", {"corpus": "./no-such-corpus.txt"}, "calibration.corpus no-such-corpus.txt: no such file or folder"),
+        ("none", {"corpus": "nobody/no-such-dataset"}, "calibration.corpus 'nobody/no-such-dataset' is no built-in corpus"),
     ],
 )
 def test_what_would_fail_at_recording_or_calibration_fails_before_prefect_starts(tmp_path, cache_dir, setup, calibration, expected):

@@ -224,6 +224,14 @@ def test_bad_calibration_seeds_are_refused(tmp_path, calibration, expected):
         load_config(write(tmp_path, VALID.replace("    methods:", f"    calibration: {calibration}\n    methods:")))
 
 
+def test_a_calibration_option_of_another_kind_of_corpus_is_one_line_naming_the_field(tmp_path):
+    text = VALID.replace("    methods:", "    calibration: {corpus: ./domain.txt, config: en}\n    methods:")
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, text))
+    assert str(refused.value) == (f"{tmp_path / 'config.yaml'}: studies.0.calibration: Value error, config is an option of "
+                                  "Hugging Face datasets; corpus './domain.txt' is a local folder or text file")  # fmt: skip
+
+
 def _models(*models: dict) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
         "name": "t",

@@ -1,5 +1,7 @@
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -122,3 +124,48 @@ def test_padding_option_on_every_method_that_gathers_statistics():
         parse({"name": "magnitude", "sparsity": 0.5, "padding": "excluded"})  # magnitude reads no inputs
     with pytest.raises(ValidationError, match="'excluded' or 'included'"):
         parse({"name": "wanda", "sparsity": 0.5, "padding": "masked"})
+
+
+# ---------------------------------------------------------------------------- calibration corpora
+
+
+def test_a_builtin_calibration_dumps_as_before_the_user_corpus_options_existed():
+    """The options of the user's own data are left out of dumps at their defaults: built-in calibration keeps its keys."""
+    from pruning.specs import CalibrationSpec
+
+    assert CalibrationSpec().model_dump() == {"corpus": "jargon", "n_samples": 32, "seq_len": 256, "seed": 0, "batch_size": 8}
+    chosen = CalibrationSpec(corpus="allenai/c4", data_files="en/c4-train.00000-of-01024.json.gz", n_samples=128, seq_len=2048)
+    assert chosen.model_dump()["data_files"] == "en/c4-train.00000-of-01024.json.gz" and "fingerprint" not in chosen.model_dump()
+    assert chosen.model_copy(update={"fingerprint": "f" * 16}).model_dump()["fingerprint"] == "f" * 16
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"corpus": "./domain.txt", "text_field": "body"},
+         "text_field is an option of JSONL or Parquet records and Hugging Face datasets; corpus './domain.txt' is a local folder or text file"),
+        ({"corpus": "data/records.jsonl", "config": "en"},
+         "config is an option of Hugging Face datasets; corpus 'data/records.jsonl' is a local file of records"),
+        ({"corpus": "allenai/c4", "kind": "image_qa"},
+         "kind image_qa reads a local JSONL of {image, question, answer} records; corpus 'allenai/c4' is no .jsonl path"),
+        ({"corpus": "./vqa.jsonl", "kind": "image_qa", "text_field": "caption"},
+         "text_field is an option of JSONL or Parquet records and Hugging Face datasets; corpus './vqa.jsonl' is a JSONL of image-question-answer records"),
+        ({"corpus": "./domain.txt", "fingerprint": "0" * 16}, "fingerprint is computed from the corpus's contents by the run; leave it out"),
+        ({"corpus": ""}, "String should have at least 1 character"),
+    ],
+)  # fmt: skip
+def test_a_calibration_option_given_for_another_kind_of_corpus_is_refused(fields, expected):
+    from pruning.specs import CalibrationSpec
+
+    with pytest.raises(ValidationError, match=re.escape(expected)):
+        CalibrationSpec(**fields)
+
+
+def test_a_corpus_is_a_local_path_when_written_as_one_or_there(tmp_path, monkeypatch):
+    from pruning.specs import CalibrationSpec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").mkdir()
+    paths = {corpus: CalibrationSpec(corpus=corpus).local_path for corpus in ("notes", "./x", "/abs/x", "~/x", "x.txt", "x.parquet", "wikitext", "allenai/c4")}
+    assert {corpus for corpus, path in paths.items() if path is None} == {"wikitext", "allenai/c4"}
+    assert paths["~/x"] == Path("~/x").expanduser()
