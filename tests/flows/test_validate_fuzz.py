@@ -51,10 +51,10 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.di
 def sandbox(tmp_path, monkeypatch):
     """`validate` checks models, devices, suites and the calibration text's length (`preflight`): relative
     output paths land in tmp_path, and the corpus is a fixed text, not one built into a random cache."""
-    from flows import benchmark
+    from tasks import calibration
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(benchmark, "corpus_documents", lambda *args, **kwargs: ["a calibration text " * 50])
+    monkeypatch.setattr(calibration, "calibration_documents", lambda *args, **kwargs: ["a calibration text " * 50])
 
 
 def validate(text: str | bytes, tmp_path: Path) -> tuple[int, str]:
