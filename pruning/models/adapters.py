@@ -196,7 +196,10 @@ CLIP = register_adapter(
 )
 
 
-ENTRY_POINT_GROUP = "prunebench.adapters"
+# the entry points' modules are code every stage that finds an adapter runs: the stages' cache keys
+# count them as imported, at their installed versions (tasks/cache.py)
+READS_ENTRY_POINTS = ("prunebench.adapters",)
+ENTRY_POINT_GROUP = READS_ENTRY_POINTS[0]
 HOW_TO_ADD = (
     "describe the family in a YAML file named by model.adapter (keys: family, model_types, groups: "
     "[{modality, path, prunable, droppable}], projectors) or install a package exposing an Adapter "

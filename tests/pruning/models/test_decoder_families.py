@@ -68,10 +68,11 @@ def test_weight_pruning_reaches_its_sparsity_and_the_checkpoint_reloads(tiny_mod
         target=None if block_sparsity else 0.5, n_m=n_m or None, batch_size=4, progress=False,
     )
 
-    assert abs(report.achieved_sparsity - 0.5) < 0.01
+    # Wanda keeps a whole number of weights per row: a block target like 0.531 rounds by up to 1/64 (64 inputs)
+    assert abs(report.achieved_sparsity - 0.5) <= (1 / 64 if block_sparsity else 0.0)
     assert len(report.layers) == 4 * len(adapter.group("language").prunable)
-    if block_sparsity:  # non-uniform per block, 50% over all of them
-        assert len(set(block_sparsity["language"])) > 1
+    if block_sparsity:  # one target per block, 50% over all of them
+        assert len(block_sparsity["language"]) == 4 and {layer.block for layer in report.layers} == {0, 1, 2, 3}
     pruned = logits(model, calibration_batch[:2])
     assert torch.isfinite(pruned).all() and not torch.allclose(pruned, dense)
     again = reloaded(model, tmp_path)

@@ -91,7 +91,7 @@ def test_the_adapters_contents_are_part_of_the_models_identity_and_keys(tmp_path
     "content, expected",
     [
         ({**STARCODER, "groups": [{"modality": "text", "path": "transformer.h", "prunable": ["mlp.c_fc"]}]}, "groups.0.modality: Input should be 'vision' or 'language' (got 'text')"),
-        ({"family": "x", "model_types": []}, "model_types: List should have at least 1 item"),
+        ({"family": "x", "model_types": []}, "model_types: Tuple should have at least 1 item after validation, not 0; groups: Field required"),
         ({**STARCODER, "groups": [{**STARCODER["groups"][0], "path": "transformer h"}]}, "groups.0.path: String should match pattern"),
         ({**STARCODER, "groups": [{**STARCODER["groups"][0], "prunables": ["mlp.c_fc"]}]}, "groups.0.prunables: Extra inputs are not permitted"),
     ],
