@@ -138,10 +138,10 @@ class AdapterSpec(Spec):
 
         try:
             raw = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"adapter file {path}: cannot be read: {err.strerror or err}") from None
         except (UnicodeDecodeError, yaml.YAMLError) as err:
             raise ConfigError(f"adapter file {path}: not valid YAML text: {' '.join(str(err).split())}") from None
+        except (OSError, ValueError) as err:  # ValueError: a path with a NUL byte
+            raise ConfigError(f"adapter file {path}: cannot be read: {getattr(err, 'strerror', None) or err}") from None
         try:
             return cls.model_validate(raw)
         except ValidationError as err:
