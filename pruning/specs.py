@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 
 def validation_problem(problem: dict) -> str:
@@ -132,7 +132,6 @@ class AdapterSpec(Spec):
     def from_file(cls, path: str | Path) -> "AdapterSpec":
         """Read and validate an adapter YAML; a ConfigError naming the file, then each problem's key, message and value."""
         import yaml
-        from pydantic import ValidationError
 
         from pruning.errors import ConfigError
 

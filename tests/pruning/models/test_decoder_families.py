@@ -14,7 +14,7 @@ from pruning.layerdrop import drop_layers, finetune_indices, layer_redundancy, s
 from pruning.local.walk import calibration_batches, prune_model
 from pruning.models.adapters import GPT_NEOX, OPT, PHI3, adapter_for, blocks
 from pruning.models.sources import save_checkpoint
-from pruning.scores import outlier_ratios, zeroth_order_scores
+from pruning.scores import first_order_scores, outlier_ratios, zeroth_order_scores
 from pruning.specs import ECoFLaPSpec, OWLSpec
 
 ADAPTERS = {"opt": OPT, "phi3": PHI3, "gpt_neox": GPT_NEOX}
@@ -49,19 +49,20 @@ def test_the_built_in_adapter_covers_the_family(tiny_model, family):
 def _block_sparsity(method, model, adapter, calibration):
     if method == "owl":
         return allocate(OWLSpec(name="owl", sparsity=0.5), outlier_ratios(model, adapter, calibration, batch_size=4, progress=False))
-    if method == "ecoflap":
-        scores = zeroth_order_scores(model, adapter, calibration_batches(calibration, 4)[:1], progress=False)
+    if method.startswith("ecoflap"):
+        batches = calibration_batches(calibration, 4)[:1]
+        scores = (first_order_scores if method == "ecoflap first" else zeroth_order_scores)(model, adapter, batches, progress=False)
         return allocate(ECoFLaPSpec(name="ecoflap", sparsity=0.5), scores)
     return None
 
 
 @pytest.mark.parametrize("family", DECODERS)
-@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "wanda 2:4", "owl", "ecoflap"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "wanda 2:4", "owl", "ecoflap", "ecoflap first"])
 def test_weight_pruning_reaches_its_sparsity_and_the_checkpoint_reloads(tiny_model, calibration_batch, tmp_path, family, method):
     model = tiny_model(family)
     adapter = adapter_for(model)
     dense = logits(model, calibration_batch[:2])
-    local, _, n_m = method.partition(" ")
+    local, _, n_m = method.partition(" ") if ":" in method else (method, "", "")
     block_sparsity = _block_sparsity(method, model, adapter, calibration_batch)
     report = prune_model(
         model, adapter, "wanda" if block_sparsity else local, calibration_batch, block_sparsity=block_sparsity,
