@@ -85,6 +85,7 @@ class _Method(Spec):
 
 DType = Literal["float32", "bfloat16", "float16"]
 Modality = Literal["vision", "language"]
+BlockReturns = Literal["tensor", "tuple"]
 _MODULE_PATH = r"^[A-Za-z_]\w*(\.\w+)*$"  # a dotted submodule path: model.layers, self_attn.q_proj, blocks.0
 
 
@@ -96,6 +97,7 @@ class BlockGroupSpec(Spec):
     prunable: tuple[str, ...] = Field(min_length=1, description="the block's prunable nn.Linear modules, in forward order")
     droppable: bool = Field(False, description="decoder layers that layer-dropping methods may remove")
     undroppable_prefix_from: str | None = Field(None, pattern=_MODULE_PATH)
+    returns: BlockReturns = Field("tensor", description="what a block returns: the hidden states, or a tuple of them first (Falcon)")
 
     @model_validator(mode="after")
     def _linear_paths(self) -> "BlockGroupSpec":

@@ -23,7 +23,7 @@ from functools import cache
 from torch import nn
 
 from pruning.errors import AdapterError
-from pruning.specs import Modality
+from pruning.specs import BlockReturns, Modality
 
 # Llama-family decoder layer (Llama, Mistral, Qwen2/3, Gemma3, SmolLM, and the Qwen-VL text models)
 LLAMA_LINEARS = (
@@ -61,6 +61,9 @@ class BlockGroup:
     # dotted path, from the top model's config, to a list whose length is how many leading blocks the
     # model feeds extra inputs by block position (Qwen3-VL DeepStack); dropping one would shift them
     undroppable_prefix_from: str | None = None
+    # what a block returns: the hidden states (transformers 5 decoders), or a tuple of them first (Falcon,
+    # whose model reads `outputs[0]`); the stand-ins the walk and SLEB put in a block's place return the same
+    returns: BlockReturns = "tensor"
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,11 @@ def adapter_for(model: nn.Module, declared: Adapter | None = None) -> Adapter:
 
     `declared` is the user's adapter (`ModelSpec.declared_adapter()`): it wins over every other."""
     return check_layout(model, find_adapter(*model_types(model), declared))
+
+
+def as_block_output(hidden_states, returns: BlockReturns):
+    """What a stand-in for a block of a group that `returns` so hands back to the model's forward."""
+    return (hidden_states,) if returns == "tuple" else hidden_states
 
 
 def get_submodule(root: nn.Module, path: str) -> nn.Module:

@@ -157,3 +157,44 @@ def test_the_checkpoint_is_checked_from_its_config_on_the_meta_device(tmp_path, 
     wrong = {**STARCODER, "groups": [{**STARCODER["groups"][0], "prunable": ["mlp.fc1"]}]}
     with pytest.raises(AdapterError, match="has no submodule 'mlp.fc1'"):
         checkpoint_adapter(starcoder, ModelSpec(source=str(starcoder), adapter=wrong))
+
+
+FALCON = {
+    "family": "falcon",
+    "model_types": ["falcon"],
+    "groups": [
+        {
+            "modality": "language",
+            "path": "transformer.h",
+            "prunable": ["self_attention.query_key_value", "self_attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h"],
+            "droppable": True,
+            "returns": "tuple",  # Falcon's model reads `outputs[0]` of every block
+        }
+    ],
+}
+
+
+def tiny_falcon():
+    from transformers import FalconConfig, FalconForCausalLM
+
+    torch.manual_seed(0)
+    return FalconForCausalLM(FalconConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, vocab_size=128)).eval()
+
+
+def test_blocks_that_return_a_tuple_are_stood_in_for_by_a_tuple(calibration_batch):
+    from pruning.layerdrop import layer_redundancy, sleb_order
+
+    model = tiny_falcon()
+    adapter = adapter_for(model, AdapterSpec.model_validate(FALCON).to_adapter())
+    redundancy = layer_redundancy(model, adapter, calibration_batch, batch_size=4, progress=False)
+    assert redundancy.n_layers == 4 and redundancy.n_sequences == 6
+    order = sleb_order(model, adapter, calibration_batch, n_drop=1, batch_size=4, progress=False)  # skips layers by stand-ins
+    report = prune_model(model, adapter, "sparsegpt", calibration_batch, target=0.5, batch_size=4, progress=False)
+    assert report.achieved_sparsity == pytest.approx(0.5, abs=0.01)
+    drop_layers(model, adapter, order.removed)
+    with torch.no_grad():
+        assert torch.isfinite(model(calibration_batch[:2]).logits).all()
+
+    as_tensor = {**FALCON, "groups": [{**FALCON["groups"][0], "returns": "tensor"}]}
+    with pytest.raises(AdapterError, match="block 1 was not called with block 0's output"):
+        prune_model(tiny_falcon(), AdapterSpec.model_validate(as_tensor).to_adapter(), "wanda", calibration_batch, target=0.5, progress=False)
