@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from pruning.models.adapters import OPT, adapter_for, blocks, find_adapter
 from pruning.models.sources import checkpoint_adapter
 from pruning.specs import AdapterSpec, ModelSpec, model_identity
 
-# StarCoder's layout (GPTBigCode): no built-in adapter covers it
+REPO = Path(__file__).resolve().parents[3]
+# StarCoder's layout (GPTBigCode): no built-in adapter covers it (configs/adapters/starcoder.yaml)
 STARCODER = {
     "family": "starcoder",
     "model_types": ["gpt_bigcode"],
@@ -39,6 +41,10 @@ def tiny_starcoder(seed: int = 0):
     torch.manual_seed(seed)
     config = GPTBigCodeConfig(n_embd=64, n_layer=4, n_head=4, n_inner=128, vocab_size=128, n_positions=64, multi_query=True)
     return GPTBigCodeForCausalLM(config).eval()
+
+
+def test_the_shipped_example_is_this_adapter():
+    assert AdapterSpec.from_file(REPO / "configs" / "adapters" / "starcoder.yaml") == AdapterSpec.model_validate(STARCODER)
 
 
 def adapter_file(tmp_path, content=STARCODER, name="starcoder.yaml"):
