@@ -33,7 +33,7 @@ from pruning.files import file_problem
 from pruning.models.sources import checkpoint_problem, decoder_layer_count
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
-from pruning.specs import LAYER_DROP_METHODS, model_identity
+from pruning.specs import LAYER_DROP_METHODS, DenseSpec, model_identity
 from reports.records import AllocationRow, ItemScore, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 from tasks.artifacts import (
     Artifact, BlockScoresResult, CalibrationSet, CheckpointRef, DroppedCheckpoint, EvalScores, LayerRedundancyResult, ModelCheckpoint,
@@ -401,7 +401,7 @@ def run_bundle(
         finished_at=datetime.now(timezone.utc),
         environment_digest=environment.environment_digest(),
         lock_digest=environment.lock_digest(),
-        model_id=model_identity(base.digest, study.model.dtype, study.model.device),
+        model_id=model_identity(base.digest, study.model.dtype, study.model.device, study.model.adapter_digest),
         model_dtype=study.model.dtype,
         model_device=study.model.device,
         **_checkpoint_columns(evaluated or (pruned.ref if pruned is not None else base.ref)),
@@ -479,13 +479,14 @@ def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) 
 
 
 def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
-    """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites,
-    a device this machine lacks, a calibration text too short; with `full` (what `run` does), also a database
-    that cannot be written and an evaluation backend that cannot run here (a rehearsal on two items)."""
+    """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, a model no adapter
+    covers (or whose layout its adapter does not match), unknown suites, a device this machine lacks, a calibration
+    text too short; with `full` (what `run` does), also a database that cannot be written and an evaluation
+    backend that cannot run here (a rehearsal on two items)."""
     from evals.lm_eval_bridge import check_suites
     from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
-    from pruning.models.sources import PACKAGED, TRAINED, count_parameters, device_problem, resolve_checkpoint, takes_images
+    from pruning.models.sources import PACKAGED, TRAINED, checkpoint_adapter, count_parameters, device_problem, resolve_checkpoint, takes_images
     from reports.store import ResultStore
 
     for index, study in enumerate(config.studies):
@@ -505,6 +506,8 @@ def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
             path = resolve_checkpoint(study.model, config.output.cache_dir / "models")
             count_parameters(path)
             multimodal = takes_images(path)
+            if not all(isinstance(method, DenseSpec) for method in study.methods):  # from config.json, on the meta device
+                checkpoint_adapter(path, study.model)
         if any(needs_calibration(method) for method in study.methods):
             check_calibration(study.calibration, source, multimodal, config.output.cache_dir)
         if any(getattr(method, "finetune", None) is not None for method in study.methods):

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pruning.errors import ConfigError
-from pruning.specs import CalibrationSpec, MethodSpec, ModelSpec, Spec, distinct_tail
+from pruning.specs import CalibrationSpec, MethodSpec, ModelSpec, Spec, distinct_tail, validation_problem
 
 
 class EvalSpec(Spec):
@@ -167,12 +167,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
 def describe_validation_error(err: ValidationError) -> str:
     """The first problem as 'field.path: message (got value)'; the count of others if any."""
     problems = err.errors(include_url=False)
-    first = problems[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    got = first.get("input")
-    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     more = f" [and {len(problems) - 1} more problem(s)]" if len(problems) > 1 else ""
-    return f"{where}: {first['msg']}{shown}{more}"
+    return f"{validation_problem(problems[0])}{more}"
 
 
 def expand_grid(entry: Any) -> list[Any]:
@@ -217,8 +213,8 @@ def distinguishing_labels(methods: Sequence) -> list[str]:
 
 def distinguishing_model_labels(models: Sequence[ModelSpec]) -> list[str]:
     """For each model, its `name` or the source's last part; where different models (source, dtype,
-    device) share that, the shortest end of their paths that differs (the name kept in front when
-    given) and the dtype and device where those differ."""
+    device, adapter) share that, the shortest end of their paths that differs (the name kept in front
+    when given) and the dtype, device and adapter family where those differ."""
     def name(model: ModelSpec) -> str:
         return model.name or model.base_label
 
@@ -233,12 +229,13 @@ def distinguishing_model_labels(models: Sequence[ModelSpec]) -> list[str]:
         if len(members) == 1:
             labels.append(name(model))
             continue
-        source, dtype, device = model.identity()
+        source, dtype, device, _ = model.identity()
         label, shown = name(model), []
         if len({member[0] for member in members}) > 1:
             tail = distinct_tail(source, [member[0] for member in members])
             label, shown = (label, [tail]) if model.name else (tail, [])
-        shown += [f"{key}={value}" for key, value, position in (("dtype", dtype, 1), ("device", device, 2))
+        adapter = model.adapter.family if model.adapter is not None else "built-in"
+        shown += [f"{key}={value}" for key, value, position in (("dtype", dtype, 1), ("device", device, 2), ("adapter", adapter, 3))
                   if len({member[position] for member in members}) > 1]  # fmt: skip
         labels.append(f"{label} ({', '.join(shown)})" if shown else label)
     return labels

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+
+def validation_problem(problem: dict) -> str:
+    """One pydantic problem as 'field.path: message (got value)'."""
+    where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+    got = problem.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{where}: {problem['msg']}{shown}"
 
 
 class Spec(BaseModel):
@@ -36,11 +44,12 @@ def method_identity(params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def model_identity(digest: str, dtype: str, device: str) -> str:
+def model_identity(digest: str, dtype: str, device: str, adapter: str | None = None) -> str:
     """A model's identity: its files' contents (`checkpoint_digest`), the dtype and the device it runs in
     (each changes the numbers every method gets), hashed like `method_identity`. Where the files are is
-    not part of it: a copy of the same checkpoint elsewhere is the same model."""
-    return method_identity({"files": digest, "dtype": dtype, "device": device})
+    not part of it: a copy of the same checkpoint elsewhere is the same model. A user's adapter
+    (`ModelSpec.adapter_digest`) decides what is pruned, so it is part of it when given."""
+    return method_identity({"files": digest, "dtype": dtype, "device": device, **({"adapter": adapter} if adapter else {})})
 
 
 class _Method(Spec):
@@ -76,6 +85,82 @@ class _Method(Spec):
 
 
 DType = Literal["float32", "bfloat16", "float16"]
+Modality = Literal["vision", "language"]
+BlockReturns = Literal["tensor", "tuple"]
+_MODULE_PATH = r"^[A-Za-z_]\w*(\.\w+)*$"  # a dotted submodule path: model.layers, self_attn.q_proj, blocks.0
+
+
+class BlockGroupSpec(Spec):
+    """A stack of blocks as `pruning.models.adapters.BlockGroup` reads it (fields named alike)."""
+
+    modality: Modality
+    path: str = Field(pattern=_MODULE_PATH, description="the nn.ModuleList of blocks, from the top model: model.layers")
+    prunable: tuple[str, ...] = Field(min_length=1, description="the block's prunable nn.Linear modules, in forward order")
+    droppable: bool = Field(False, description="decoder layers that layer-dropping methods may remove")
+    undroppable_prefix_from: str | None = Field(None, pattern=_MODULE_PATH)
+    returns: BlockReturns = Field("tensor", description="what a block returns: the hidden states, or a tuple of them first (Falcon)")
+
+    @model_validator(mode="after")
+    def _linear_paths(self) -> "BlockGroupSpec":
+        bad = [name for name in self.prunable if not re.match(_MODULE_PATH, name)]
+        if bad:
+            raise ValueError(f"prunable names {bad} are not dotted module paths such as self_attn.q_proj")
+        if len(set(self.prunable)) != len(self.prunable):
+            raise ValueError(f"prunable lists a linear twice: {list(self.prunable)}")
+        return self
+
+
+class AdapterSpec(Spec):
+    """An architecture family as data: what `pruning.models.adapters.Adapter` holds, from a user's YAML."""
+
+    family: str = Field(min_length=1)
+    model_types: tuple[str, ...] = Field(min_length=1, description="config.json model_type values it covers")
+    text_model_types: tuple[str, ...] = Field((), description="text_config.model_type values covered; empty: any")
+    groups: tuple[BlockGroupSpec, ...] = Field(min_length=1, description="block stacks in forward order")
+    projectors: tuple[str, ...] = Field((), description="modules between towers, never pruned")
+
+    @model_validator(mode="after")
+    def _groups_fit_the_walk(self) -> "AdapterSpec":
+        modalities = [group.modality for group in self.groups]
+        if len(set(modalities)) != len(modalities):
+            raise ValueError(f"groups: one group per modality, got {modalities}")
+        if any(group.droppable and group.modality != "language" for group in self.groups):
+            raise ValueError("groups: only the language group can be droppable (decoder layers)")
+        bad = [path for path in self.projectors if not re.match(_MODULE_PATH, path)]
+        if bad:
+            raise ValueError(f"projectors {bad} are not dotted module paths")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "AdapterSpec":
+        """Read and validate an adapter YAML; a ConfigError naming the file, then each problem's key, message and value."""
+        import yaml
+
+        from pruning.errors import ConfigError
+
+        try:
+            raw = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"adapter file {path}: not valid YAML text: {' '.join(str(err).split())}") from None
+        except (OSError, ValueError) as err:  # ValueError: a path with a NUL byte
+            raise ConfigError(f"adapter file {path}: cannot be read: {getattr(err, 'strerror', None) or err}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            problems = [validation_problem(problem) for problem in err.errors(include_url=False)]
+            raise ConfigError(f"adapter file {path}: " + "; ".join(problems)) from None  # the CLI prints one line: problems end to end
+
+    def to_adapter(self):
+        """As the `pruning.models.adapters.Adapter` the algorithms read."""
+        from pruning.models.adapters import Adapter, BlockGroup
+
+        groups = tuple(BlockGroup(**group.model_dump()) for group in self.groups)
+        return Adapter(self.family, self.model_types, groups, self.projectors, self.text_model_types)
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of its contents (canonical JSON): what identifies it in a model's identity."""
+        return method_identity(self.model_dump(mode="json"))
 
 
 class ModelSpec(Spec):
@@ -89,6 +174,11 @@ class ModelSpec(Spec):
     dtype: DType = "float32"
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|mps|xpu|xpu:\d+)$", description="cpu, cuda, cuda:N, mps, xpu or xpu:N")
     trust_remote_code: bool = False
+    # An adapter YAML (a path) or the same keys inline; held as its contents, so that every dump, hash and
+    # cache key sees what it says, not where it was. Left out of dumps when absent (keys stay as they were).
+    adapter: AdapterSpec | None = Field(
+        None, exclude_if=lambda adapter: adapter is None, description="an adapter YAML for a family not built in (README: Architectures)"
+    )
     # A display name, like a method's `id`: left out of dumps, so no identity, hash or cache key sees it.
     name: str | None = Field(None, min_length=1, exclude=True, description="your label for this model (default: the source's last part)")
     _label: str | None = PrivateAttr(None)
@@ -103,13 +193,27 @@ class ModelSpec(Spec):
     def base_label(self) -> str:
         return self.source.removeprefix("packaged:").rstrip("/").split("/")[-1]
 
-    def identity(self) -> tuple[str, str, str]:
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _read_adapter_file(cls, adapter: Any) -> Any:
+        return AdapterSpec.from_file(adapter) if isinstance(adapter, (str, Path)) else adapter
+
+    def identity(self) -> tuple[str, str, str, str | None]:
         """What makes two studies' models the same model: where its files are (a local path resolved),
-        its dtype and its device (each changes the numbers a method gets)."""
+        its dtype, its device (each changes the numbers a method gets) and its adapter's digest, if any
+        (it decides what is pruned)."""
         source = self.source
         if not source.startswith("packaged:") and (source.startswith((".", "/", "~")) or Path(source).expanduser().exists()):
             source = str(Path(source).expanduser().resolve())
-        return source, self.dtype, self.device
+        return source, self.dtype, self.device, self.adapter_digest
+
+    @property
+    def adapter_digest(self) -> str | None:
+        return self.adapter.digest if self.adapter is not None else None
+
+    def declared_adapter(self):
+        """The user's `pruning.models.adapters.Adapter`, or None: pass it to `adapter_for`."""
+        return self.adapter.to_adapter() if self.adapter is not None else None
 
     def labelled(self, label: str) -> None:
         """Set the label the experiment shows (a display name only: no identity or cache key sees it)."""

@@ -8,7 +8,9 @@ So editing `tasks/calibration.py` recomputes the stages that import it and no ot
 
 A module that reads an installed package's files without importing it (a corpus built from the
 docstrings of NLTK's sources) names the packages in a module-level `READS_PACKAGES = ("nltk", ...)`
-of string literals; they count as imported.
+of string literals; they count as imported. A module that loads the entry points of a group (the
+adapters installed packages register) names it in `READS_ENTRY_POINTS = ("prunebench.adapters",)`;
+the modules those entry points name count as imported.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class CodeClosure(CachePolicy):
             elif _literal_import_module(node):
                 named.add(node.args[0].value)
         named |= _declared_reads(tree)
+        named |= {entry_point.module for group in _declared_reads(tree, "READS_ENTRY_POINTS") for entry_point in _entry_points(group)}
         project, external = set(), set()
         for name in named:
             top = name.split(".")[0]
@@ -159,12 +162,16 @@ def _absolute(module: str | None, level: int, package: str) -> str:
     return f"{base}.{module}" if module else base
 
 
-def _declared_reads(tree: ast.Module) -> set[str]:
-    """The packages a module-level `READS_PACKAGES = (...)` (annotated or not) names as string literals."""
+def _entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=group))
+
+
+def _declared_reads(tree: ast.Module, name: str = "READS_PACKAGES") -> set[str]:
+    """The string literals a module-level `READS_PACKAGES = (...)` (or another `name`; annotated or not) lists."""
     for node in tree.body:
         target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
         value = getattr(node, "value", None)
-        if isinstance(target, ast.Name) and target.id == "READS_PACKAGES" and isinstance(value, (ast.Tuple, ast.List)):
+        if isinstance(target, ast.Name) and target.id == name and isinstance(value, (ast.Tuple, ast.List)):
             return {element.value for element in value.elts if isinstance(element, ast.Constant) and isinstance(element.value, str)}
     return set()
 

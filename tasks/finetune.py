@@ -83,7 +83,7 @@ def finetuned_checkpoint(
         report = finetune(
             network,
             examples,
-            layer_prefixes(adapter_for(network), train_layers),
+            layer_prefixes(adapter_for(network, model.declared_adapter()), train_layers),
             lr=finetune_spec.lr,
             weight_decay=finetune_spec.weight_decay,
             warmup_ratio=finetune_spec.warmup_ratio,

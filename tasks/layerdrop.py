@@ -29,7 +29,7 @@ def layer_redundancy_scores(
     """Token-mean and last-token cosines between every pair of decoder-layer boundaries h_0..h_L."""
     with measure_resources() as usage:
         network, preprocessor = load_model(Path(base.path), model)
-        adapter = adapter_for(network)
+        adapter = adapter_for(network, model.declared_adapter())
         inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
         redundancy = layer_redundancy(
             network, adapter, inputs, batch_size=calibration.batch_size, states=measure.states, padding=measure.padding
@@ -55,7 +55,7 @@ def sleb_removal_order(
         inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
         if n_samples is not None:  # token ids: rows; image QA: whole batches covering n_samples
             inputs = inputs[:n_samples] if hasattr(inputs, "shape") else inputs[: math.ceil(n_samples / calibration.batch_size)]
-        order = sleb_order(network, adapter_for(network), inputs, n_drop, batch_size=calibration.batch_size, never=never)
+        order = sleb_order(network, adapter_for(network, model.declared_adapter()), inputs, n_drop, batch_size=calibration.batch_size, never=never)
     return SlebResult(**order.to_dict(), usage=stamp(usage))
 
 
@@ -103,7 +103,7 @@ def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label:
     drop_plan_ = DropPlan.from_dict(plan)
     with measure_resources() as usage:
         network, preprocessor = load_model(Path(base.path), model)
-        adapter = adapter_for(network)
+        adapter = adapter_for(network, model.declared_adapter())
         group = droppable_group(adapter)
         stack = blocks(network, group)
         n_layers = len(stack)

@@ -54,7 +54,7 @@ def pruned_checkpoint(
         inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size) if needs_inputs else None
         report = prune_model(
             network,
-            adapter_for(network),
+            adapter_for(network, model.declared_adapter()),
             method.local,
             inputs,
             block_sparsity=block_sparsity,

@@ -25,7 +25,7 @@ def block_scores(
     """Score every block of the dense model on (the first `scores.n_samples` of) the calibration set."""
     with measure_resources() as usage:
         network, preprocessor = load_model(Path(base.path), model)
-        adapter = adapter_for(network)
+        adapter = adapter_for(network, model.declared_adapter())
         inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
         if scores.kind == "outlier_ratio":
             result = outlier_ratios(network, adapter, inputs, scores.outlier_m, calibration.batch_size)

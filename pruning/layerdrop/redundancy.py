@@ -37,6 +37,7 @@ from pruning.errors import AdapterError
 from pruning.layerdrop.surgery import droppable_group, protected_layers, skipping_layers
 from pruning.local.walk import calibration_batches, capture_group_inputs, keeps_a_cache
 from pruning.models.adapters import Adapter, blocks
+from pruning.specs import BlockReturns
 from pruning.scores.common import calibration_loss
 
 Calibration = Tensor | Sequence[Mapping[str, Any]]
@@ -131,7 +132,7 @@ def layer_redundancy(
     try:
         with torch.no_grad(), tqdm(total=len(batches), desc="layer redundancy", unit="batch", disable=not progress) as bar:
             for batch in batches:
-                boundary = _boundary_states(model, stack, batch, states)
+                boundary = _boundary_states(model, stack, batch, states, droppable_group(adapter).returns)
                 hidden = next(boundary)
                 mask = batch.get("attention_mask") if padding == "masked" else None
                 weights, last = _sequence_weights(mask, hidden)
@@ -164,7 +165,9 @@ def layer_redundancy(
     )
 
 
-def _boundary_states(model: nn.Module, stack: nn.ModuleList, batch: Mapping[str, Any], states: HiddenStates) -> Iterator[Tensor]:
+def _boundary_states(
+    model: nn.Module, stack: nn.ModuleList, batch: Mapping[str, Any], states: HiddenStates, returns: BlockReturns = "tensor"
+) -> Iterator[Tensor]:
     """h_0, h_1, ..., h_L of one batch, one at a time."""
     if states == "output_hidden_states":
         device = next(model.parameters()).device
@@ -179,7 +182,7 @@ def _boundary_states(model: nn.Module, stack: nn.ModuleList, batch: Mapping[str,
             )
         yield from hidden_states
         return
-    inputs = capture_group_inputs(model, stack, [batch])
+    inputs = capture_group_inputs(model, stack, [batch], returns)
     yield inputs.hidden_states[0]
     for index in range(1, len(stack)):
         inputs.advance(stack[index - 1], index - 1)  # h_index: what layer `index` receives

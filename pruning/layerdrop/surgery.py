@@ -18,7 +18,7 @@ from torch import nn
 
 from pruning.errors import AdapterError
 from pruning.layerdrop.selection import DropPlan
-from pruning.models.adapters import Adapter, BlockGroup, blocks, get_submodule
+from pruning.models.adapters import Adapter, BlockGroup, as_block_output, blocks, get_submodule
 
 # config lists with one entry per decoder layer, read by position in the decoders' forward or __init__
 PER_LAYER_CONFIG_LISTS = ("layer_types", "no_rope_layers")
@@ -98,11 +98,16 @@ def skipping_layers(model: nn.Module, adapter: Adapter, skip: Iterable[int]) -> 
     decoders index `layer_types` by position, so swapping in a shorter ModuleList alone would give
     Qwen2/Gemma3 sliding layers the wrong masks. The forwards are restored on exit.
     """
-    stack = blocks(model, droppable_group(adapter))
+    group = droppable_group(adapter)
+    stack = blocks(model, group)
     skip = check_droppable(model, adapter, skip)
     originals = {index: stack[index].__dict__.get("forward") for index in skip}  # accelerate may have set one
+
+    def pass_through(*args, **kwargs):
+        return as_block_output(args[0] if args else kwargs["hidden_states"], group.returns)
+
     for index in skip:
-        stack[index].forward = _pass_through
+        stack[index].forward = pass_through
     try:
         yield
     finally:
@@ -111,10 +116,6 @@ def skipping_layers(model: nn.Module, adapter: Adapter, skip: Iterable[int]) -> 
                 del stack[index].forward
             else:
                 stack[index].forward = original
-
-
-def _pass_through(*args, **kwargs):
-    return args[0] if args else kwargs["hidden_states"]  # decoder layers return a tensor in transformers 5
 
 
 def _stack_config(model: nn.Module, group: BlockGroup, n_layers: int):

@@ -29,7 +29,8 @@ from pruning.local import local_pruner
 from pruning.local.report import PrunedLayer, PruneReport, zero_fraction
 from pruning.local.selection import n_m_sparsity
 from pruning.local.statistics import STATISTICS, Statistic
-from pruning.models.adapters import Adapter, BlockGroup, Modality, blocks, prunable_linears
+from pruning.models.adapters import Adapter, BlockGroup, Modality, as_block_output, blocks, prunable_linears
+from pruning.specs import BlockReturns
 
 
 def prune_model(
@@ -128,7 +129,7 @@ def walk_blocks(
         ) as bar:
             for group in adapter.groups:
                 stack = blocks(model, group)
-                inputs = capture_group_inputs(model, stack, batches) if needs_inputs else None
+                inputs = capture_group_inputs(model, stack, batches, group.returns) if needs_inputs else None
                 masked = inputs is not None and exclude_padding and group.modality == "language"
                 token_masks = padding_masks(batches, inputs, group.path) if masked else None
                 for index, block in enumerate(stack):
@@ -226,8 +227,11 @@ class GroupInputs:
             self.hidden_states[batch] = outputs if injection is None else outputs + injection
 
 
-def capture_group_inputs(model: nn.Module, stack: nn.ModuleList, batches: Sequence[Mapping[str, Any]]) -> GroupInputs:
-    """Run the model on each batch with the group's blocks swapped for recording stubs.
+def capture_group_inputs(
+    model: nn.Module, stack: nn.ModuleList, batches: Sequence[Mapping[str, Any]], returns: BlockReturns = "tensor"
+) -> GroupInputs:
+    """Run the model on each batch with the group's blocks swapped for recording stubs (which return
+    what the blocks do: `BlockGroup.returns`).
 
     Every block's arguments are recorded, not only the first's: some families pass each layer its
     own mask and rotary embeddings by layer type (Gemma3's sliding/full layers, Qwen2/3 with sliding
@@ -255,7 +259,7 @@ def capture_group_inputs(model: nn.Module, stack: nn.ModuleList, batches: Sequen
             if index == last:
                 raise _StopForward
             returned[0] = hidden_states
-            return hidden_states  # decoder layers return a tensor in transformers 5
+            return as_block_output(hidden_states, returns)
 
         return record
 

@@ -227,6 +227,28 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
 _LOADING = threading.Lock()
 
 
+def checkpoint_adapter(path: Path, spec: ModelSpec):
+    """The adapter that will prune the checkpoint in `path`, found from config.json's (model_type,
+    text_config.model_type) and checked against the model's module layout, before any weight loads:
+    the model is built from its config on the meta device (no memory, no weights read)."""
+    from pruning.models.adapters import check_layout, find_adapter
+
+    config_json = _config_json(path)
+    text_type = (config_json.get("text_config") or {}).get("model_type")
+    adapter = find_adapter(config_json.get("model_type"), text_type, spec.declared_adapter())
+    try:
+        with _LOADING:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            cls = model_class(config)
+            with torch.device("meta"):
+                model = cls.from_config(config) if hasattr(cls, "from_config") else cls._from_config(config)
+    except Exception as err:
+        raise CheckpointError(f"cannot build {path}'s model from its config: {type(err).__name__}: {_first_line(err)}") from err
+    return check_layout(model, adapter)
+
+
 def takes_images(path: Path) -> bool:
     """Whether the checkpoint in `path` is a vision-language model (its config has a vision part); reads config.json only."""
     return "vision_config" in _config_json(path)
@@ -237,9 +259,17 @@ def decoder_layer_count(path: Path) -> int:
     config, or of the config itself); reads config.json only."""
     config = _config_json(path)
     text = config.get("text_config") or config
-    if "num_hidden_layers" not in text:
+    if "num_hidden_layers" in text:
+        return int(text["num_hidden_layers"])
+    try:  # a family whose config.json names it otherwise (GPTBigCode's n_layer): its config class maps the name
+        from transformers import AutoConfig
+
+        count = getattr(AutoConfig.from_pretrained(path).get_text_config(), "num_hidden_layers", None)
+    except Exception:
+        count = None
+    if not isinstance(count, int):
         raise CheckpointError(f"{Path(path) / 'config.json'} names no num_hidden_layers for its language model")
-    return int(text["num_hidden_layers"])
+    return count
 
 
 def _config_json(path: Path) -> dict:

@@ -156,3 +156,27 @@ def test_validate_preflight_passes_a_config_this_machine_can_run(tmp_path, cache
     from reports.store import ResultStore
 
     assert ResultStore(tmp_path / "results.duckdb").runs() == []  # opened for writing (so created, empty), nothing run
+
+
+def test_a_family_no_adapter_covers_fails_once_in_one_line_before_prefect_starts(tmp_path):
+    """Checked from config.json on the meta device: no weight loads, no stage runs (OPT/Phi-3/GPT-NeoX once
+    failed inside every stage, 9 times with two tracebacks, after 40 s of loading)."""
+    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+    checkpoint = tmp_path / "tiny-starcoder"
+    GPTBigCodeForCausalLM(GPTBigCodeConfig(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(checkpoint)
+    config = {
+        "name": "preflight-adapter",
+        "studies": [{"model": {"source": str(checkpoint)}, "methods": [{"name": "magnitude", "sparsity": 0.5}], "eval": {"suites": ["jargon_ppl"]}}],
+        "output": {"database": str(tmp_path / "results.duckdb"), "workdir": str(tmp_path / "work"), "cache": str(tmp_path / "cache")},
+    }
+    path = tmp_path / "adapter.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith("prunebench: error: no adapter for model family 'gpt_bigcode'")
+    assert "model.adapter" in result.stderr and "prunebench.adapters" in result.stderr
+    assert "Beginning flow run" not in result.stdout + result.stderr and not (tmp_path / "results.duckdb").exists()

@@ -97,7 +97,7 @@ def _paths() -> list[tuple]:
         paths.append(("studies", 0, section))
         if isinstance(fields, dict):
             paths += [("studies", 0, section, field) for field in fields] + [("studies", 0, section, "unknown_field")]
-    paths += [("studies", 0, "model", "trust_remote_code"), ("studies", 0, "model", "name"),
+    paths += [("studies", 0, "model", "trust_remote_code"), ("studies", 0, "model", "name"), ("studies", 0, "model", "adapter"),
               ("studies", 0, "calibration", "seeds"), ("studies", 0, "eval", "primary_metrics"),
               ("studies", 0, "eval", "max_length")]  # fmt: skip
     for method, fields in METHODS.items():

@@ -1,4 +1,5 @@
-"""Tiny random-init models built offline from configs (seeded): decoders and VLMs, one per supported family.
+"""Tiny random-init models built offline from configs (seeded): decoders and VLMs, one per supported family
+(4 decoder layers: Llama-like families, OPT, Phi-3, GPT-NeoX).
 
 VLMs come with hand-made image+text batches: pixel values and prompts holding as many image
 tokens as the model fills in, as the family's processor would produce them.
@@ -40,10 +41,25 @@ def _config(family: str):
             sliding_window=4,
             layer_types=["sliding_attention", "full_attention"] * 2,
         )
+    # the three non-Llama decoder layouts: OPT (learned positions, fc1/fc2 on flattened tokens), Phi-3 (fused
+    # qkv and gate/up), GPT-NeoX (fused qkv, parallel attention and MLP, partial rotary)
+    if family == "opt":
+        return tf.OPTConfig(
+            hidden_size=64, num_hidden_layers=4, num_attention_heads=4, ffn_dim=128, vocab_size=128,
+            word_embed_proj_dim=64, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        )
+    if family == "phi3":
+        return tf.Phi3Config(**SHAPE, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "gpt_neox":
+        return tf.GPTNeoXConfig(
+            hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, vocab_size=128,
+            max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+        )
     raise ValueError(family)
 
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
+OTHER_DECODERS = ("opt", "phi3", "gpt_neox")  # built-in adapters of their own (pruning.models.adapters)
 
 
 def build_tiny(family: str, seed: int = 0) -> nn.Module:

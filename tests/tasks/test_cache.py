@@ -139,3 +139,17 @@ def test_the_suite_stage_is_keyed_on_the_packages_its_docstring_corpus_reads():
     from tasks.cache import CODE
 
     assert {"nltk", "networkx", "sympy"} <= set(CODE.packages("tasks.suites"))
+
+
+def test_modules_an_entry_point_group_loads_count_as_imported(project, monkeypatch):
+    """An installed package's adapters (`prunebench.adapters`) are code the pruning stages run: upgrading it recomputes them."""
+    import importlib.metadata
+
+    from tasks import cache
+
+    (project / "pruning" / "kernel.py").write_text('READS_ENTRY_POINTS = ("prunebench.adapters",)\n')
+    found = [importlib.metadata.EntryPoint("starcoder", "duckdb.adapters:STARCODER", "prunebench.adapters")]
+    monkeypatch.setattr(cache, "_entry_points", lambda group: found if group == "prunebench.adapters" else [])
+    installed = dict(installed_versions())
+    before = keys(project, installed)
+    assert changed(before, keys(project, {**installed, "duckdb": "99.0"})) == {"tasks.prune", "tasks.evaluate"}
