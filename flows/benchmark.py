@@ -25,6 +25,7 @@ from evals.corpora import corpus_documents
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
+from evals.task_files import task_files_digest
 from flows import environment, provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from flows.deploy import tag_with_process
@@ -97,13 +98,16 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     if any(uses_images(study) for study in config.studies):
         image_root = _rebuilt_if_missing(imageqa_data, _missing_directory, cache_dir=cache_dir)
     image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
+    # the user's task files and their data as they are when the run begins, read once: a key of every evaluation
+    task_files = {paths: task_files_digest(paths) for paths in {tuple(study.eval.include_path) for study in config.studies} if paths}
 
     branches = []
     for study in (seeded for listed in config.studies for seeded in per_seed(listed)):
         with tags(f"model:{study.model.label}"):
             inputs = study_stages(study, image_root, workdir, cache_dir)
         branches += [
-            dict(config=config, study=study, method=method, inputs=method_inputs, suites_dir=suites_dir, image_tasks=image_tasks)
+            dict(config=config, study=study, method=method, inputs=method_inputs, suites_dir=suites_dir, image_tasks=image_tasks,
+                 task_files=task_files.get(tuple(study.eval.include_path)))
             for method, method_inputs in zip(study.methods, inputs)
         ]
     (_fanned_out if fan_out else _in_turn)(branches)
@@ -245,6 +249,7 @@ def method_run(
     inputs: MethodInputs,
     suites_dir: str,
     image_tasks: str | None,
+    task_files: str | None = None,
 ) -> str:
     """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id.
 
@@ -252,10 +257,11 @@ def method_run(
     otherwise join the branch's transaction and be committed only when the whole branch succeeds, so
     a branch killed during evaluation (or failing to record) would lose its finished prune."""
     with transaction(commit_mode=CommitMode.EAGER):
-        return _branch(config, study, method, inputs, suites_dir, image_tasks)
+        return _branch(config, study, method, inputs, suites_dir, image_tasks, task_files)
 
 
-def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodInputs, suites_dir: str, image_tasks: str | None) -> str:
+def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodInputs, suites_dir: str, image_tasks: str | None,
+            task_files: str | None) -> str:  # fmt: skip
     started_at = datetime.now(timezone.utc)
     workdir = str(config.output.workdir.resolve())
     cache_dir = str(config.output.cache_dir.resolve())
@@ -293,7 +299,15 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
         )
         stages["finetune"] = finetuned.usage
         checkpoint = finetuned.ref
-    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval.evaluated(), suites_dir, image_tasks)
+    scores = _rebuilt_if_missing(
+        eval_scores,
+        lambda evaluation: evaluation.samples_dir and _missing_directory(evaluation.samples_dir),
+        checkpoint=checkpoint, label=f"{study.model.label}, {method.label}", model=study.model, eval=study.eval.evaluated(),
+        suites_dir=suites_dir, image_tasks_dir=image_tasks, task_files=task_files,
+        samples_root=str(Path(workdir) / "samples") if study.eval.log_samples else None,
+    )
+    if scores.samples_dir is not None:
+        get_run_logger().info("per-sample logs of %s / %s: %s", study.model.label, method.label, scores.samples_dir)
     bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy)
     recorded_run(bundle, str(config.output.database.resolve()))
     get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
@@ -465,7 +479,7 @@ def _stage_record(run_id: str, stage: str, usage: StageUsage, flow_run_id: str) 
 def preflight(config: ExperimentConfig) -> None:
     """Fail before Prefect starts or any model loads: unknown packaged models, missing paths, unknown suites,
     a device this machine lacks, a database that cannot be written, an evaluation backend that cannot run here."""
-    from evals.lm_eval_bridge import check_suites
+    from evals.lm_eval_bridge import check_suites, has_chat_template
     from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
     from pruning.models.sources import PACKAGED, TRAINED, count_parameters, device_problem, resolve_checkpoint, takes_images
@@ -507,12 +521,18 @@ def preflight(config: ExperimentConfig) -> None:
         if multimodal:
             check_suites(text_local)
             if others:
-                check_multimodal_suites(others, None)
+                check_multimodal_suites(others, study.eval.include_path)
+            if study.eval.apply_chat_template and len(text_local) < len(study.eval.suites):
+                raise ConfigError(f"eval.apply_chat_template: {source} is evaluated on image suites through lmms-eval, whose prompts "
+                                  f"are prunebench's own (evals/vlm_prompt.py) without a chat template; set it for text models only")  # fmt: skip
             text_suites += text_local
             image_suites += [name for name in study.eval.suites if name not in LOCAL_SUITES]
         else:
-            check_suites(study.eval.suites)  # refuses image suites for a text-only model
+            check_suites(study.eval.suites, study.eval.include_path)  # refuses image suites for a text-only model
             text_suites += study.eval.suites
+        if study.eval.apply_chat_template and not source.startswith("packaged:") and not has_chat_template(path):
+            raise ConfigError(f"eval.apply_chat_template: the tokenizer of {source} has no chat template "
+                              f"(no chat_template.jinja, nor one in tokenizer_config.json)")  # fmt: skip
     check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
     ResultStore(config.output.database).check_writable()  # last: a run refused for another reason creates no file
 
