@@ -190,16 +190,25 @@ def write_samples(results: dict[str, Any], directory: Path) -> list[Path]:
     """What the harness logged of every document (its prompt arguments, responses, filtered responses,
     target, per-item metrics, the document itself) as one JSONL per suite, `<directory>/<suite>.jsonl`,
     a line per logged sample in the harness's order, as lm-eval's own `--log_samples` writes them."""
-    from lm_eval.utils import handle_non_serializable  # numpy numbers as numbers, anything else as its str()
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for suite, samples in results.get("samples", {}).items():
-        lines = [json.dumps(sample, default=handle_non_serializable, ensure_ascii=False) for sample in samples]
+        lines = [json.dumps(sample, default=_jsonable, ensure_ascii=False) for sample in samples]
         written.append(directory / f"{suite}.jsonl")
         write_text_atomic(written[-1], "".join(f"{line}\n" for line in lines))
     return written
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON's fallback for what a harness logs: numpy numbers and arrays (and tensors) as numbers, sets as
+    lists, anything else (an image) as its str(). lm-eval's `handle_non_serializable` does the same, but
+    importing lm-eval here would put it in the cache key of every stage that reads `SampleScore`."""
+    if callable(getattr(value, "tolist", None)):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
 
 
 def did_you_mean(unknown: Sequence[str], known: Iterable[str]) -> str:
