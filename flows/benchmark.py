@@ -308,7 +308,7 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
     )
     if scores.samples_dir is not None:
         get_run_logger().info("per-sample logs of %s / %s: %s", study.model.label, method.label, scores.samples_dir)
-    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy)
+    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy, task_files)
     recorded_run(bundle, str(config.output.database.resolve()))
     get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
     return bundle.run.run_id
@@ -373,10 +373,13 @@ def run_bundle(
     started_at: datetime,
     extra_stages: dict[str, StageUsage] | None = None,
     redundancy: LayerRedundancyResult | None = None,
+    task_files: str | None = None,
 ) -> RunBundle:
-    """Everything one (model, method) run records, with provenance."""
+    """Everything one (model, method) run records, with provenance. `task_files`: the digest of the user's
+    task files (`eval.include_path`), part of the config hash: a run on other items is another config."""
     uses_calibration = needs_calibration(method)
-    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", study.eval.evaluated())
+    evaluated = (study.eval.evaluated(), *([task_files] if task_files else []))  # a config without its own tasks keeps its hash
+    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", *evaluated)
     flow_run_id = flow_run.get_id() or "local"
     run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{flow_run_id}/{config_hash}"))
     stages = {**(extra_stages or {}), "model": base.usage, "evaluate": scores.usage}
