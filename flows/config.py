@@ -70,9 +70,9 @@ class EvalSpec(Spec):
     def _directories_of_task_files(cls, paths: list[Path]) -> list[Path]:
         for path in paths:
             if not path.is_dir():
-                raise ValueError(f"{path} is not a directory (of lm-eval task YAMLs)")
+                raise ValueError(f"{str(path)!r} is not a directory (of lm-eval task YAMLs)")  # repr: one line, whatever the name
             if not any(path.rglob("*.yaml")) and not any(path.rglob("*.yml")):
-                raise ValueError(f"{path} holds no task YAML (*.yaml)")
+                raise ValueError(f"{str(path)!r} holds no task YAML (*.yaml)")
         return paths
 
     def evaluated(self) -> "EvalSpec":

@@ -329,8 +329,8 @@ def test_user_task_options_leave_hashes_alone_and_log_samples_out_of_what_is_eva
 @pytest.mark.parametrize(
     ("include_path", "expected"),
     [
-        ("missing", r"studies\.0\.eval\.include_path: Value error, .*missing is not a directory \(of lm-eval task YAMLs\)"),
-        ("empty", r"studies\.0\.eval\.include_path: Value error, .*empty holds no task YAML"),
+        ("missing", r"studies\.0\.eval\.include_path: Value error, .*missing' is not a directory \(of lm-eval task YAMLs\)"),
+        ("empty", r"studies\.0\.eval\.include_path: Value error, .*empty' holds no task YAML"),
     ],
 )
 def test_an_include_path_without_task_yamls_is_refused(tmp_path, include_path, expected):
