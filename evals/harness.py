@@ -8,16 +8,21 @@ first makes the Hub offline for `datasets` / `huggingface_hub` unless the user s
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from numbers import Real
+from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from pruning.errors import SuiteError
+from pruning.files import write_text_atomic
 
 Loaded = TypeVar("Loaded")
 
@@ -179,6 +184,42 @@ def _item_value(value: Any, weighted: bool) -> tuple[float, float | None] | None
             return float(value[0]), float(value[1])
         return None
     return (float(value), None) if isinstance(value, Real) else None
+
+
+def write_samples(results: dict[str, Any], directory: Path) -> list[Path]:
+    """What the harness logged of every document (its prompt arguments, responses, filtered responses,
+    target, per-item metrics, the document itself) as one JSONL per suite, `<directory>/<suite>.jsonl`,
+    a line per logged sample in the harness's order, as lm-eval's own `--log_samples` writes them."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suite, samples in results.get("samples", {}).items():
+        lines = [json.dumps(sample, default=_jsonable, ensure_ascii=False) for sample in samples]
+        written.append(directory / f"{suite}.jsonl")
+        write_text_atomic(written[-1], "".join(f"{line}\n" for line in lines))
+    return written
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON's fallback for what a harness logs: numpy numbers and arrays (and tensors) as numbers, sets as
+    lists, anything else (an image) as its str(). lm-eval's `handle_non_serializable` does the same, but
+    importing lm-eval here would put it in the cache key of every stage that reads `SampleScore`."""
+    if callable(getattr(value, "tolist", None)):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def did_you_mean(unknown: Sequence[str], known: Iterable[str]) -> str:
+    """"; did you mean 'my_mc'?": the closest known name to each unknown one (difflib), or "" when none is close."""
+    known = list(known)
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            hints.append(repr(close[0]) + (f" for {name!r}" if len(unknown) > 1 else ""))
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
 
 
 @contextmanager

@@ -36,7 +36,9 @@ from lmms_eval.api.registry import register_model
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from evals.harness import BOOTSTRAP_ITERS, SEEDS, HarnessScores, harness_scores, load_suite, offline_hub, quiet_harness
+from evals.harness import (
+    BOOTSTRAP_ITERS, SEEDS, HarnessScores, did_you_mean, harness_scores, load_suite, offline_hub, quiet_harness, write_samples,
+)
 from evals.vlm_prompt import vlm_prompt
 from pruning.errors import SuiteError
 
@@ -242,12 +244,16 @@ def evaluate_multimodal(
     model,
     processor,
     suites: list[str],
-    include_path: Path | None,
+    include_path: Path | Sequence[Path] | None,
     batch_size: int = 8,
     limit: int | None = None,
+    num_fewshot: int | None = None,
+    samples_dir: Path | None = None,
 ) -> HarnessScores:
     """Every metric of every suite for `model` (an HF VLM in memory) and its processor, via lmms-eval,
-    and every item's values behind them."""
+    and every item's values behind them. `include_path`: directories of local task YAMLs (the image-QA
+    tasks, the user's own); `num_fewshot`: lmms-eval's own; `samples_dir`: where the per-sample log
+    goes (`evals.harness.write_samples`)."""
     names = list(dict.fromkeys(suites))
     local_manager = _local_task_manager(include_path)
     local_names = set(local_manager.all_tasks) if local_manager else set()
@@ -274,33 +280,37 @@ def evaluate_multimodal(
             tasks=names,
             task_manager=_LoadedTasks(task_dict),
             limit=limit,
+            num_fewshot=num_fewshot,
             bootstrap_iters=BOOTSTRAP_ITERS,
             log_samples=True,  # the per-item values (`evals.harness.sample_scores`)
             **SEEDS,
         )
     if results is None:  # only non-zero ranks of a distributed run get None
         return HarnessScores(scores=[], items=[])
+    if samples_dir is not None:
+        write_samples(results, samples_dir)
     return harness_scores(results, is_higher_better)
 
 
-def check_multimodal_suites(names: Sequence[str], include_path: Path | None) -> None:
+def check_multimodal_suites(names: Sequence[str], include_path: Path | Sequence[Path] | None) -> None:
     """Fail early on a name that is neither a local suite nor an lmms-eval task, or that is both (no data is read)."""
     local_manager = _local_task_manager(include_path)
     _check_names(names, set(local_manager.all_tasks) if local_manager else set(), include_path)
 
 
-def _check_names(names: Sequence[str], local_names: set[str], include_path: Path | None) -> None:
+def _check_names(names: Sequence[str], local_names: set[str], include_path: Path | Sequence[Path] | None) -> None:
     standard_names = set(_standard_task_manager().all_tasks)
     shadowing = [name for name in names if name in local_names and name in standard_names]
     if shadowing:
         raise SuiteError(
-            f"local suite {', '.join(map(repr, shadowing))} in {include_path} has the name of an lmms-eval task; "
+            f"local suite {', '.join(map(repr, shadowing))} in {', '.join(map(str, _directories(include_path)))} has the name of an lmms-eval task; "
             f"rename it (a local suite never replaces a standard one)"
         )
     unknown = [name for name in names if name not in local_names and name not in standard_names]
     if unknown:
         raise SuiteError(
             f"unknown suite {', '.join(map(repr, unknown))}: not a local suite ({_listing(local_names)}) and not an lmms-eval task"
+            f"{did_you_mean(unknown, [*local_names, *standard_names])}"
         )
 
 
@@ -317,16 +327,25 @@ def _standard_task_manager():
         return TaskManager(include_defaults=True)
 
 
-def _local_task_manager(include_path: Path | None):
+def _local_task_manager(include_path: Path | Sequence[Path] | None):
     """The tasks of the YAMLs under `include_path` alone (lmms-eval's own are indexed apart, never mixed in)."""
-    if include_path is None:
+    directories = _directories(include_path)
+    if not directories:
         return None
-    if not Path(include_path).is_dir():
-        raise SuiteError(f"include_path {include_path} is not a directory of lmms-eval task files")
+    for directory in directories:
+        if not Path(directory).is_dir():
+            raise SuiteError(f"include_path {directory} is not a directory of lmms-eval task files")
     from lmms_eval.tasks import TaskManager
 
     with quiet_harness():
-        return TaskManager(include_path=str(Path(include_path).resolve()), include_defaults=False)
+        return TaskManager(include_path=[str(Path(directory).resolve()) for directory in directories], include_defaults=False)
+
+
+def _directories(include_path: Path | Sequence[Path] | None) -> list[Path]:
+    """One directory, several, or none, as a list."""
+    if include_path is None:
+        return []
+    return [Path(include_path)] if isinstance(include_path, (str, Path)) else [Path(directory) for directory in include_path]
 
 
 def _leaf_tasks(task_dict: dict) -> list:

@@ -24,6 +24,7 @@ from prefect.transactions import CommitMode, transaction
 from evals.imageqa.generator import tasks_dir
 from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
+from evals.task_files import task_files_digest
 from flows import environment, provenance
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from flows.deploy import tag_with_process
@@ -96,13 +97,16 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     if any(uses_images(study) for study in config.studies):
         image_root = _rebuilt_if_missing(imageqa_data, _missing_directory, cache_dir=cache_dir)
     image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
+    # the user's task files and their data as they are when the run begins, read once: a key of every evaluation
+    task_files = {paths: task_files_digest(paths) for paths in {tuple(study.eval.include_path) for study in config.studies} if paths}
 
     branches = []
     for study in (seeded for listed in config.studies for seeded in per_seed(with_fingerprint(listed))):
         with tags(f"model:{study.model.label}"):
             inputs = study_stages(study, image_root, workdir, cache_dir)
         branches += [
-            dict(config=config, study=study, method=method, inputs=method_inputs, suites_dir=suites_dir, image_tasks=image_tasks)
+            dict(config=config, study=study, method=method, inputs=method_inputs, suites_dir=suites_dir, image_tasks=image_tasks,
+                 task_files=task_files.get(tuple(study.eval.include_path)))
             for method, method_inputs in zip(study.methods, inputs)
         ]
     (_fanned_out if fan_out else _in_turn)(branches)
@@ -252,6 +256,7 @@ def method_run(
     inputs: MethodInputs,
     suites_dir: str,
     image_tasks: str | None,
+    task_files: str | None = None,
 ) -> str:
     """One (study, method) branch: pruned or dropped checkpoint, optional finetune, eval, record; returns the run id.
 
@@ -259,10 +264,11 @@ def method_run(
     otherwise join the branch's transaction and be committed only when the whole branch succeeds, so
     a branch killed during evaluation (or failing to record) would lose its finished prune."""
     with transaction(commit_mode=CommitMode.EAGER):
-        return _branch(config, study, method, inputs, suites_dir, image_tasks)
+        return _branch(config, study, method, inputs, suites_dir, image_tasks, task_files)
 
 
-def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodInputs, suites_dir: str, image_tasks: str | None) -> str:
+def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodInputs, suites_dir: str, image_tasks: str | None,
+            task_files: str | None) -> str:  # fmt: skip
     started_at = datetime.now(timezone.utc)
     workdir = str(config.output.workdir.resolve())
     cache_dir = str(config.output.cache_dir.resolve())
@@ -300,8 +306,17 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
         )
         stages["finetune"] = finetuned.usage
         checkpoint = finetuned.ref
-    scores = eval_scores(checkpoint, f"{study.model.label}, {method.label}", study.model, study.eval.evaluated(), suites_dir, image_tasks)
-    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy, checkpoint)
+    scores = _rebuilt_if_missing(
+        eval_scores,
+        lambda evaluation: evaluation.samples_dir and _missing_directory(evaluation.samples_dir),
+        checkpoint=checkpoint, label=f"{study.model.label}, {method.label}", model=study.model, eval=study.eval.evaluated(),
+        suites_dir=suites_dir, image_tasks_dir=image_tasks, task_files=task_files,
+        samples_root=str(Path(workdir) / "samples") if study.eval.log_samples else None,
+    )
+    if scores.samples_dir is not None:
+        get_run_logger().info("per-sample logs of %s / %s: %s", study.model.label, method.label, scores.samples_dir)
+    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy,
+                        evaluated=checkpoint, task_files=task_files)
     recorded_run(bundle, str(config.output.database.resolve()))
     get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
     return bundle.run.run_id
@@ -367,11 +382,15 @@ def run_bundle(
     extra_stages: dict[str, StageUsage] | None = None,
     redundancy: LayerRedundancyResult | None = None,
     evaluated: CheckpointRef | None = None,
+    task_files: str | None = None,
 ) -> RunBundle:
     """Everything one (model, method) run records, with provenance. `evaluated` is the checkpoint the
-    scores are of (default: the pruned or dropped one, else the base model)."""
+    scores are of (default: the pruned or dropped one, else the base model); `task_files`, the digest of
+    the user's task files (`eval.include_path`), is part of the config hash: a run on other items is
+    another config."""
     uses_calibration = needs_calibration(method)
-    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", study.eval.evaluated())
+    evaluation = (study.eval.evaluated(), *([task_files] if task_files else []))  # a config without its own tasks keeps its hash
+    config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", *evaluation)
     flow_run_id = flow_run.get_id() or "local"
     run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{flow_run_id}/{config_hash}"))
     stages = {**(extra_stages or {}), "model": base.usage, "evaluate": scores.usage}
@@ -483,7 +502,7 @@ def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
     covers (or whose layout its adapter does not match), unknown suites, a device this machine lacks, a calibration
     text too short; with `full` (what `run` does), also a database that cannot be written and an evaluation
     backend that cannot run here (a rehearsal on two items)."""
-    from evals.lm_eval_bridge import check_suites
+    from evals.lm_eval_bridge import check_suites, has_chat_template
     from pruning.errors import ConfigError, ModelSourceError
     from evals.lmms_eval_bridge import check_multimodal_suites
     from pruning.models.sources import PACKAGED, TRAINED, checkpoint_adapter, count_parameters, device_problem, resolve_checkpoint, takes_images
@@ -517,12 +536,18 @@ def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
         if multimodal:
             check_suites(text_local)
             if others:
-                check_multimodal_suites(others, None)
+                check_multimodal_suites(others, study.eval.include_path)
+            if study.eval.apply_chat_template and len(text_local) < len(study.eval.suites):
+                raise ConfigError(f"eval.apply_chat_template: {source} is evaluated on image suites through lmms-eval, whose prompts "
+                                  f"are prunebench's own (evals/vlm_prompt.py) without a chat template; set it for text models only")  # fmt: skip
             text_suites += text_local
             image_suites += [name for name in study.eval.suites if name not in LOCAL_SUITES]
         else:
-            check_suites(study.eval.suites)  # refuses image suites for a text-only model
+            check_suites(study.eval.suites, study.eval.include_path)  # refuses image suites for a text-only model
             text_suites += study.eval.suites
+        if study.eval.apply_chat_template and not source.startswith("packaged:") and not has_chat_template(path):
+            raise ConfigError(f"eval.apply_chat_template: the tokenizer of {source} has no chat template "
+                              f"(no chat_template.jinja, nor one in tokenizer_config.json)")  # fmt: skip
     if full:
         check_environment(config, list(dict.fromkeys(text_suites)), list(dict.fromkeys(image_suites)))
         ResultStore(config.output.database).check_writable()  # last: a run refused for another reason creates no file

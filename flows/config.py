@@ -22,12 +22,27 @@ from pruning.specs import CalibrationSpec, MethodSpec, ModelSpec, Spec, distinct
 
 
 class EvalSpec(Spec):
-    """Which suites to run and how; local suite names or standard lm-eval task names."""
+    """Which suites to run and how; local suite names, the user's own task names (`include_path`), or
+    standard lm-eval task names."""
 
     suites: list[str] = Field(min_length=1)
     batch_size: int = Field(8, gt=0)
     limit: int | None = Field(None, gt=0, description="at most this many documents per suite (smoke runs)")
     max_length: int | None = Field(None, gt=0, description="context window for perplexity; default: the model's")
+    # The fields below are left out of the dump at their defaults, so configs without them keep their
+    # config hash and their evaluations' cache keys.
+    include_path: list[Path] = Field(
+        default_factory=list,
+        exclude_if=lambda paths: not paths,
+        description="directories of your own lm-eval task YAMLs (lmms-eval's for a VLM), whose tasks `suites` may name",
+    )
+    num_fewshot: int | None = Field(None, ge=0, exclude_if=lambda n: n is None, description="few-shot examples per prompt; default: each task's own")
+    apply_chat_template: bool = Field(False, exclude_if=lambda on: not on, description="prompts through the tokenizer's chat template")
+    log_samples: bool = Field(
+        False,
+        exclude_if=lambda on: not on,
+        description="write the harness's per-sample log (prompts, responses, per-item metrics) as JSONL under <workdir>/samples",
+    )
     # How results are read, not what is computed: left out of the dump when empty, so configs without
     # it keep their config hash and cache keys (`run_bundle` leaves it out of the config hash always).
     primary_metrics: dict[str, str] = Field(
@@ -45,10 +60,26 @@ class EvalSpec(Spec):
             check_primary_metrics(chosen, info.data["suites"])
         return chosen
 
+    @field_validator("include_path", mode="before")
+    @classmethod
+    def _one_or_more(cls, paths: Any) -> Any:
+        return [paths] if isinstance(paths, (str, Path)) else paths
+
+    @field_validator("include_path")
+    @classmethod
+    def _directories_of_task_files(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            if not path.is_dir():
+                raise ValueError(f"{str(path)!r} is not a directory (of lm-eval task YAMLs)")  # repr: one line, whatever the name
+            if not any(path.rglob("*.yaml")) and not any(path.rglob("*.yml")):
+                raise ValueError(f"{str(path)!r} holds no task YAML (*.yaml)")
+        return paths
+
     def evaluated(self) -> "EvalSpec":
         """This spec as far as it decides what is evaluated: `primary_metrics` only says how results are
-        read, so neither an evaluation's cache key nor a run's config hash sees it."""
-        return self.model_copy(update={"primary_metrics": {}})
+        read and `log_samples` only what is written beside them, so neither an evaluation's cache key nor
+        a run's config hash sees them (the per-sample log's directory is an input of its own)."""
+        return self.model_copy(update={"primary_metrics": {}, "log_samples": False})
 
 
 class StudySpec(Spec):

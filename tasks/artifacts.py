@@ -78,6 +78,7 @@ class EvalScores(Artifact):
     scores: list[Score]
     usage: StageUsage
     items: list[SampleScore] = Field(default_factory=list)  # each item's values behind `scores`
+    samples_dir: str | None = None  # the harness's per-sample logs, one <suite>.jsonl each (`eval.log_samples`)
 
 
 class TrainedModel(Artifact):

@@ -8,10 +8,11 @@ from evals.lm_eval_bridge import evaluate
 from evals.lmms_eval_bridge import evaluate_multimodal
 from evals.suites import IMAGE_SUITES, LOCAL_SUITES
 from evals.measure import measure_resources
-from flows.config import EvalSpec
+from flows.config import EvalSpec, spec_hash
 from pruning.models.sources import is_multimodal, load_model, text_tokenizer
 from pruning.specs import ModelSpec
 from tasks.artifacts import CheckpointRef, EvalScores
+from tasks.cache import code_digest
 from tasks.common import STAGE, stamp
 
 
@@ -23,16 +24,26 @@ def eval_scores(
     eval: EvalSpec,
     suites_dir: str,
     image_tasks_dir: str | None,
+    task_files: str | None = None,
+    samples_root: str | None = None,
 ) -> EvalScores:
     """Scores of one checkpoint on every suite, and each item's values behind them: text suites through
     lm-eval, image suites through lmms-eval.
 
     For a vision-language model, names that are not local text suites go to lmms-eval (its
-    standard tasks); for a text model, to lm-eval.
+    standard tasks and the user's own, `eval.include_path`); for a text model, to lm-eval.
+    `task_files`: the digest of the user's task YAMLs and the local data they read
+    (`evals.task_files.task_files_digest`), read by no one here: it is in the key so that editing
+    them recomputes the scores. `samples_root`: where the per-sample logs go (`eval.log_samples`),
+    in a directory of this evaluation's own.
     """
+    samples_dir = None
+    if samples_root is not None:
+        samples_dir = Path(samples_root) / model.label / spec_hash(checkpoint.model_dump(), eval, str(task_files), code_digest(__name__))
     with measure_resources() as usage:
         network, preprocessor = load_model(Path(checkpoint.path), model)
-        if is_multimodal(preprocessor):
+        multimodal = is_multimodal(preprocessor)
+        if multimodal:
             text_suites = [name for name in eval.suites if name in LOCAL_SUITES]
             image_suites = [name for name in eval.suites if name not in LOCAL_SUITES]
         else:
@@ -48,15 +59,23 @@ def eval_scores(
                     batch_size=eval.batch_size,
                     limit=eval.limit,
                     max_length=eval.max_length,
+                    include_path=[] if multimodal else eval.include_path,  # a VLM's text suites are ours; its user tasks, lmms-eval's
+                    num_fewshot=eval.num_fewshot,
+                    apply_chat_template=eval.apply_chat_template,
+                    samples_dir=samples_dir,
                 )
             )
         if image_suites:
-            include = Path(image_tasks_dir) if image_tasks_dir and any(n in IMAGE_SUITES for n in image_suites) else None
+            images = [Path(image_tasks_dir)] if image_tasks_dir and any(n in IMAGE_SUITES for n in image_suites) else []
             evaluations.append(
-                evaluate_multimodal(network, preprocessor, image_suites, include, batch_size=eval.batch_size, limit=eval.limit)
+                evaluate_multimodal(
+                    network, preprocessor, image_suites, [*images, *eval.include_path], batch_size=eval.batch_size,
+                    limit=eval.limit, num_fewshot=eval.num_fewshot, samples_dir=samples_dir,
+                )
             )
     return EvalScores(
         scores=[score for evaluation in evaluations for score in evaluation.scores],
         items=[item for evaluation in evaluations for item in evaluation.items],
         usage=stamp(usage),
+        samples_dir=str(samples_dir) if samples_dir is not None else None,
     )

@@ -52,3 +52,55 @@ def module_tmp(tmp_path_factory, request) -> Iterator[Callable[[str], Path]]:
     if request.session.testsfailed == failed_before:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
+
+
+# A user's own lm-eval task, as the README shows one: multiple choice over a local JSONL (`eval.include_path`).
+MC_ITEMS = [
+    {"question": "Which animal barks?", "choices": ["dog", "cat", "fish", "owl"], "answer": 0},
+    {"question": "What colour is grass?", "choices": ["blue", "green", "red", "black"], "answer": 1},
+    {"question": "How many legs has a spider?", "choices": ["two", "four", "six", "eight"], "answer": 3},
+    {"question": "Which is a fruit?", "choices": ["stone", "chair", "apple", "river"], "answer": 2},
+    {"question": "What falls from clouds?", "choices": ["rain", "sand", "glass", "bread"], "answer": 0},
+    {"question": "Where do fish live?", "choices": ["trees", "water", "deserts", "caves"], "answer": 1},
+]
+MC_SHOTS = [
+    {"question": "What is hot?", "choices": ["ice", "fire", "snow", "frost"], "answer": 1},
+    {"question": "Which one flies?", "choices": ["bird", "rock", "table", "shoe"], "answer": 0},
+]
+
+
+@pytest.fixture(scope="session")
+def user_mc_task() -> Callable[..., Path]:
+    """`write(root, n_items=6)`: writes the task `my_mc` and returns its include_path (`root/tasks`); its
+    data lie outside it (`root/data`), named by absolute path, with a few-shot split of their own."""
+
+    def write(root: Path, n_items: int = len(MC_ITEMS)) -> Path:
+        import json
+
+        import yaml
+
+        tasks, data = root / "tasks", root / "data"
+        tasks.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
+        for name, items in (("items.jsonl", MC_ITEMS[:n_items]), ("shots.jsonl", MC_SHOTS)):
+            (data / name).write_text("".join(json.dumps(item) + "\n" for item in items))
+        config = {
+            "task": "my_mc",
+            "dataset_path": "json",
+            "dataset_kwargs": {
+                "data_files": {"train": str(data / "shots.jsonl"), "test": str(data / "items.jsonl")},
+                "cache_dir": str(root / "hf-datasets"),
+            },
+            "training_split": "train",
+            "test_split": "test",
+            "fewshot_split": "train",
+            "output_type": "multiple_choice",
+            "doc_to_text": "Question: {{question}}\nAnswer:",
+            "doc_to_choice": "choices",
+            "doc_to_target": "answer",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        }
+        (tasks / "my_mc.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        return tasks
+
+    return write

@@ -184,6 +184,12 @@ def test_evaluation_is_deterministic(toy_vlm, toyqa_dir):
     assert first == second and {s.n_samples for s in first.scores} == {2} and len(first.items) == 2 * 2
 
 
+def test_the_per_sample_log_is_one_jsonl_per_suite(toy_vlm, toyqa_dir, tmp_path):
+    evaluate_multimodal(*toy_vlm, ["toyqa_mc"], toyqa_dir, limit=2, num_fewshot=0, samples_dir=tmp_path)
+    samples = [json.loads(line) for line in (tmp_path / "toyqa_mc.jsonl").read_text().splitlines()]
+    assert {sample["doc_id"] for sample in samples} == {0, 1} and all("arguments" in sample for sample in samples)
+
+
 def test_text_only_model_cannot_take_an_image_suite(toy_vlm, toyqa_dir):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -201,6 +207,8 @@ def test_unknown_suite_lists_the_local_ones(toy_vlm, toyqa_dir):
     )
     with pytest.raises(SuiteError, match=r"not a local suite \(none: no include_path"):
         evaluate_multimodal(*toy_vlm, ["toyqa_mc"], None)
+    with pytest.raises(SuiteError, match=r"unknown suite 'toyqa_mcc': .*; did you mean 'toyqa_mc'\?$"):
+        evaluate_multimodal(*toy_vlm, ["toyqa_mcc"], [toyqa_dir])  # one include directory or several
 
 
 def test_a_local_suite_may_not_shadow_a_standard_task(toy_vlm, toyqa_dir, tmp_path):

@@ -180,3 +180,27 @@ def test_a_family_no_adapter_covers_fails_once_in_one_line_before_prefect_starts
     assert result.stderr.startswith("prunebench: error: no adapter for model family 'gpt_bigcode'")
     assert "model.adapter" in result.stderr and "prunebench.adapters" in result.stderr
     assert "Beginning flow run" not in result.stdout + result.stderr and not (tmp_path / "results.duckdb").exists()
+
+
+def test_a_chat_template_the_model_lacks_is_refused_before_anything_loads(tmp_path, tiny_vlm_checkpoint):
+    from flows.benchmark import preflight
+    from pruning.errors import ConfigError
+
+    def config(checkpoint: Path, suites: list[str]):
+        return load_config(_written(tmp_path, {
+            "name": "chat", "output": {"database": str(tmp_path / "results.duckdb"), "cache": str(tmp_path / "cache")},
+            "studies": [{"model": {"source": str(checkpoint)}, "methods": [{"name": "dense"}],
+                         "eval": {"suites": suites, "apply_chat_template": True}}],
+        }))  # fmt: skip
+
+    vlm = tiny_vlm_checkpoint(tmp_path / "tiny-vlm", text_layers=1)  # its word-level tokenizer has no chat template
+    with pytest.raises(ConfigError, match="eval.apply_chat_template: .* image suites through lmms-eval"):
+        preflight(config(vlm, ["imageqa_mc"]))
+    with pytest.raises(ConfigError, match=r"eval.apply_chat_template: the tokenizer of .*tiny-vlm has no chat template"):
+        preflight(config(vlm, ["jargon_mc"]))
+
+
+def _written(tmp: Path, config: dict) -> Path:
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

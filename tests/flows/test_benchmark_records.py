@@ -89,6 +89,15 @@ def test_choosing_primary_metrics_leaves_the_config_hash_alone(bundles):
     assert {(row.suite, row.metric) for row in again.results if row.is_primary} == {("jargon_ppl", "word_perplexity"), ("jargon_mc", "acc")}
 
 
+def test_other_contents_of_the_users_task_files_are_another_config_and_logging_samples_is_not(bundles):
+    plain = experiment(log_samples=True)
+    study, sparsegpt = plain.studies[0], plain.studies[0].methods[1]
+    assert run_bundle(plain, study, sparsegpt, BASE, None, PRUNED, SCORES, STARTED).run.config_hash == bundles["sparsegpt"].run.config_hash
+    six, three = (run_bundle(plain, study, sparsegpt, BASE, None, PRUNED, SCORES, STARTED, task_files=digest).run.config_hash
+                  for digest in ("digest of 6 items", "digest of 3 items"))  # fmt: skip
+    assert len({six, three, bundles["sparsegpt"].run.config_hash}) == 3
+
+
 def test_every_item_score_is_recorded_under_the_run(bundles):
     for bundle in bundles.values():
         assert [(row.run_id, row.suite, row.item, row.metric, row.value, row.weight) for row in bundle.items] == [

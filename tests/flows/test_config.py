@@ -318,3 +318,33 @@ def test_output_folders_that_are_files_are_refused(tmp_path):
     (tmp_path / "db").mkdir()
     with pytest.raises(ConfigError, match="database .* is a folder; name a file in it"):
         load_config(write(tmp_path, VALID + f"output: {{database: {tmp_path / 'db'}}}\n"))
+
+
+def test_user_task_options_leave_hashes_alone_and_log_samples_out_of_what_is_evaluated(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "my_mc.yaml").write_text("task: my_mc\n")
+    config = load_config(write(tmp_path, VALID.replace(
+        "eval: {suites: [jargon_ppl]}",
+        f"eval: {{suites: [jargon_ppl, my_mc], include_path: {tmp_path / 'tasks'}, num_fewshot: 2, apply_chat_template: true, log_samples: true}}",
+    )))  # fmt: skip
+    evaluation = config.studies[0].eval
+    assert evaluation.include_path == [tmp_path / "tasks"]  # one directory, or a list of them
+    assert (evaluation.num_fewshot, evaluation.apply_chat_template, evaluation.log_samples) == (2, True, True)
+    assert evaluation.evaluated().log_samples is False and evaluation.evaluated().num_fewshot == 2
+    assert set(EvalSpec(suites=["jargon_ppl"]).model_dump()) == {"suites", "batch_size", "limit", "max_length"}
+
+
+@pytest.mark.parametrize(
+    ("include_path", "expected"),
+    [
+        ("missing", r"studies\.0\.eval\.include_path: Value error, .*missing' is not a directory \(of lm-eval task YAMLs\)"),
+        ("empty", r"studies\.0\.eval\.include_path: Value error, .*empty' holds no task YAML"),
+    ],
+)
+def test_an_include_path_without_task_yamls_is_refused(tmp_path, include_path, expected):
+    (tmp_path / "empty").mkdir()
+    text = VALID.replace("eval: {suites: [jargon_ppl]}", f"eval: {{suites: [jargon_ppl], include_path: [{tmp_path / include_path}]}}")
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"studies\.0\.eval\.num_fewshot: Input should be greater than or equal to 0"):
+        load_config(write(tmp_path, VALID.replace("eval: {suites: [jargon_ppl]}", "eval: {suites: [jargon_ppl], num_fewshot: -1}")))

@@ -99,7 +99,8 @@ def _paths() -> list[tuple]:
             paths += [("studies", 0, section, field) for field in fields] + [("studies", 0, section, "unknown_field")]
     paths += [("studies", 0, "model", "trust_remote_code"), ("studies", 0, "model", "name"), ("studies", 0, "model", "adapter"),
               ("studies", 0, "calibration", "seeds"), ("studies", 0, "eval", "primary_metrics"),
-              ("studies", 0, "eval", "max_length")]  # fmt: skip
+              ("studies", 0, "eval", "max_length"), ("studies", 0, "eval", "include_path"), ("studies", 0, "eval", "num_fewshot"),
+              ("studies", 0, "eval", "apply_chat_template"), ("studies", 0, "eval", "log_samples")]  # fmt: skip
     for method, fields in METHODS.items():
         paths += [("method", method, field) for field in fields]
     return paths
