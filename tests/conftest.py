@@ -104,3 +104,11 @@ def user_mc_task() -> Callable[..., Path]:
         return tasks
 
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with end-to-end tests (whole flows in subprocesses, minutes each) run first, each file's tests in
+    their order: with `make test`'s two workers taking a file at a time, the long ones then never start last
+    while the other worker idles."""
+    heavy = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in heavy)

@@ -14,6 +14,7 @@ import yaml
 from flows.config import load_config
 from flows.environment import Difference
 
+pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 # as filelock 4.3 shipped: the package and its own modules work, `import filelock._api` fails (the module is gone)
 BROKEN_FILELOCK = """
@@ -113,16 +114,29 @@ def test_what_would_fail_at_recording_or_calibration_fails_before_prefect_starts
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr[-2000:]
     assert "Beginning flow run" not in result.stdout + result.stderr  # refused before the flow (and its API) started
-    # `validate` finds what needs no computing (the calibration text's length), `validate --preflight` the rest
-    # of what `run` checks here (opening the database for writing), the same way
-    validate = [sys.executable, "-m", "flows.cli", "validate", str(config)]
-    plain = subprocess.run(validate, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # `validate` finds what needs no computing, `validate --preflight` also the rest of what `run` checks here
+    # (opening the database for writing), the same way (in this process: `validate` alone sets no Prefect home)
+    status, _, stderr = validate_here(config)
     if setup == "corrupt database":
-        assert plain.returncode == 0 and plain.stdout.endswith(f"{config}: ok\n"), plain.stderr[-2000:]
+        assert status == 0, stderr
+        checked = subprocess.run([sys.executable, "-m", "flows.cli", "validate", "--preflight", str(config)],
+                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert checked.returncode == 2 and checked.stderr.count("\n") == 1 and expected in checked.stderr, checked.stderr[-2000:]
     else:
-        assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and expected in plain.stderr, plain.stderr[-2000:]
-    checked = subprocess.run([*validate, "--preflight"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert checked.returncode == 2 and checked.stderr.count("\n") == 1 and expected in checked.stderr, checked.stderr[-2000:]
+        assert status == 2 and stderr.count("\n") == 1 and expected in stderr, stderr
+
+
+def validate_here(config: Path) -> tuple[int, str, str]:
+    """`prunebench validate CONFIG` in this process: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from flows import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(["validate", str(config)])
+    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -140,10 +154,8 @@ def test_validate_finds_what_needs_no_computing(tmp_path, cache_dir, model, suit
     config["studies"][0]["eval"]["suites"] = suites
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(path)], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr[-2000:]
+    status, _, stderr = validate_here(path)
+    assert status == 2 and stderr.count("\n") == 1 and expected in stderr, stderr
     assert not (tmp_path / "results.duckdb").exists() and not (tmp_path / "work").exists()  # nothing created
 
 

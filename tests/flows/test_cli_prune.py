@@ -10,6 +10,8 @@ import yaml
 from tests.flows.test_benchmark import prunebench, query
 from tests.flows.test_sweep import tiny_llama
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def pruned(module_tmp, cache_dir, smollm2_checkpoint):
