@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+MANIFEST = "prunebench-checkpoint.json"  # what `save_checkpoint` writes last into a checkpoint directory
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:

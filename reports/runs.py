@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pruning.errors import PrunebenchError
-from pruning.models.sources import MANIFEST
+from pruning.files import MANIFEST
 from reports.records import ResultRow, RunRecord
 from reports.regressions import find_run
 from reports.store import ResultStore

@@ -24,10 +24,9 @@ import torch
 from torch import nn
 
 from pruning.errors import CheckpointError, ModelSourceError
-from pruning.files import write_text_atomic
+from pruning.files import MANIFEST, write_text_atomic
 from pruning.specs import ModelSpec
 
-MANIFEST = "prunebench-checkpoint.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

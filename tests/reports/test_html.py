@@ -143,7 +143,7 @@ def test_headless_chromium_renders_a_non_blank_page(page, tmp_path):
 def test_the_report_stack_imports_no_torch():
     import sys
 
-    code = ("import sys, flows.cli, reports.html, reports.markdown, reports.regressions, reports.sections; "
+    code = ("import sys, flows.cli, reports.html, reports.markdown, reports.regressions, reports.runs, reports.sections; "
             "flows.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0, finished.stderr[-1000:]
