@@ -135,8 +135,8 @@ def leaderboard(store: ResultStore, model: str | None = None, experiment: str | 
     the per-item scores (`with_statistics`)."""
     rows, dense_runs = [], {}
     models = [RecordedModel(**entry) for entry in store.query(_MODELS_SQL, {"experiment": experiment})]
-    labels = {key: label for key, label in model_labels(models).items()
-              if model is None or model in (label, next(m.label for m in models if m.key == key))}  # fmt: skip
+    recorded = {entry.key: entry.label for entry in models}
+    labels = {key: label for key, label in model_labels(models).items() if model is None or model in (label, recorded[key])}
     shown = {"keys": list(labels), "labels": list(labels.values())}
     for entry in store.query(_LEADERBOARD_SQL, {"experiment": experiment, **shown, "dense": DENSE}):
         entry["retention"] = retention(entry["value"], entry.pop("dense_value"), entry["higher_is_better"])

@@ -112,7 +112,8 @@ def run_details(store: ResultStore, run_id: str) -> list[str]:
 def remove_run(store: ResultStore, run_id: str, *, records: bool = False) -> list[str]:
     """Delete the checkpoint a run computed (never a model's own files) and, with `records`, its rows.
     Returns what was done, a line each."""
-    run = find_run(store.runs(), run_id)
+    runs = store.runs()
+    run = find_run(runs, run_id)
     done = []
     path = Path(run.checkpoint) if run.checkpoint else None
     if path is not None and path.is_dir():
@@ -120,7 +121,7 @@ def remove_run(store: ResultStore, run_id: str, *, records: bool = False) -> lis
         if written is None or not any(key in written for key in _COMPUTED):
             raise PrunebenchError(f"run {run.run_id}'s checkpoint {path} is the model's own files, not one a stage computed; "
                                   "nothing deleted")  # fmt: skip
-        others = [other.run_id[:8] for other in store.runs() if other.checkpoint == str(path) and other.run_id != run.run_id]
+        others = [other.run_id[:8] for other in runs if other.checkpoint == str(path) and other.run_id != run.run_id]
         shutil.rmtree(path)
         done.append(f"deleted {path} ({size(run.checkpoint_bytes)})"
                     + (f"; runs {', '.join(others)} evaluated it too" if others else "")
