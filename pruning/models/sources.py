@@ -1,6 +1,8 @@
 """Resolve a ModelSpec to a checkpoint directory, load it, and save checkpoints atomically.
 
-Weights are read and written as safetensors only; `trust_remote_code` stays off unless asked.
+Weights are read and written as safetensors only; `trust_remote_code` stays off unless asked. A sparse
+checkpoint may be stored compressed (compressed-tensors' sparse-bitmask / sparse-24-bitmask,
+`pruning.models.compressed`): transformers cannot load those itself, so `load_model` decompresses them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 from pruning.errors import CheckpointError, ModelSourceError
 from pruning.files import MANIFEST, write_text_atomic
+from pruning.models.compressed import compress_checkpoint, dense_state_dict, sparsity_config_of, stored_shapes
 from pruning.specs import ModelSpec
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -138,7 +141,8 @@ def _convert_packaged(name: str, dest: Path) -> Path:
 
 
 def count_parameters(path: Path) -> int:
-    """Parameters stored in a checkpoint's safetensors files (tied weights count once), without loading it."""
+    """Parameters stored in a checkpoint's safetensors files (tied weights count once), without loading it;
+    a compressed weight counts as its dense shape."""
     from safetensors import safe_open
 
     shards = sorted(Path(path).glob("*.safetensors"))
@@ -148,8 +152,7 @@ def count_parameters(path: Path) -> int:
     for shard in shards:
         try:
             with safe_open(shard, framework="pt") as tensors:
-                for name in tensors.keys():
-                    total += math.prod(tensors.get_slice(name).get_shape())
+                total += sum(math.prod(shape) for _, shape in stored_shapes(tensors))
         except Exception as err:
             raise CheckpointError(f"cannot read weights {shard}: {type(err).__name__}: {_first_line(err)}") from err
     return total
@@ -192,18 +195,26 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
 
     The preprocessor is the checkpoint's processor for a multimodal model (image processor +
     tokenizer), its tokenizer for a text model, or None when it was saved with neither.
+
+    A compressed checkpoint (config.json's quantization_config names a compressed-tensors sparse
+    format) is decompressed by compressed-tensors' own compressor and the model built from that dense
+    state dict: transformers' loader for the format needs compressed-tensors >= 0.15, which no longer
+    has the sparse compressors. The loaded model's config no longer names the compression.
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    sparsity = sparsity_config_of(_config_json(path))
     try:
         with _LOADING:
             from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
-            config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            config = _without_compression(AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code))
+            state_dict = dense_state_dict(path, sparsity) if sparsity is not None else None
             model = model_class(config).from_pretrained(
-                path,
+                None if state_dict is not None else path,
                 config=config,
+                state_dict=state_dict,
                 dtype=getattr(torch, spec.dtype),
                 use_safetensors=True,
                 trust_remote_code=spec.trust_remote_code,
@@ -214,9 +225,19 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
                 preprocessor = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
             else:
                 preprocessor = None
+    except CheckpointError:
+        raise
     except Exception as err:
         raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
     return model.to(spec.device).eval(), preprocessor
+
+
+def _without_compression(config):
+    """A config whose weights are handed over dense: its `quantization_config` (compressed-tensors' sparsity) removed,
+    so transformers neither looks for its own quantizer nor writes it into the next save."""
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config
+    return config
 
 
 # `from_pretrained` is not thread-safe in transformers 5: it builds the model under process-wide
@@ -239,7 +260,7 @@ def checkpoint_adapter(path: Path, spec: ModelSpec):
         with _LOADING:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            config = _without_compression(AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code))
             cls = model_class(config)
             with torch.device("meta"):
                 model = cls.from_config(config) if hasattr(cls, "from_config") else cls._from_config(config)
@@ -288,8 +309,12 @@ def text_tokenizer(preprocessor):
     return getattr(preprocessor, "tokenizer", preprocessor)
 
 
-def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None = None) -> Path:
+def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None = None, compress: bool = False) -> Path:
     """Write model + tokenizer to a temporary sibling directory, then rename it into place.
+
+    With `compress`, pruned linears are stored in compressed-tensors' sparse format
+    (`pruning.models.compressed.compress_checkpoint`: lossless; a model with nothing sparse stays plain),
+    which `load_model` reads and plain transformers does not.
 
     A crash leaves at most a `.tmp-*` directory that is never read; `dest` is either absent,
     the previous complete checkpoint, or the new complete one. Saves of one checkpoint take turns
@@ -306,6 +331,8 @@ def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None 
         try:
             try:
                 model.save_pretrained(tmp, safe_serialization=True)
+                if compress:
+                    compress_checkpoint(tmp, {name for name, module in model.named_modules() if isinstance(module, nn.Linear)})
                 if tokenizer is not None:
                     tokenizer.save_pretrained(tmp)
             except Exception as error:  # a full disk surfaces as OSError or safetensors' own SafetensorError
