@@ -293,6 +293,7 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
             calibration=study.calibration,
             method=method,
             workdir=workdir,
+            compress=config.output.compress_checkpoints,
             **allocation,
         )
         checkpoint = pruned.ref
@@ -303,6 +304,7 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
             _checkpoint_problem,
             checkpoint=checkpoint, model=study.model, train_layers=train_layers, finetune_spec=method.finetune,
             corpus=study.calibration.corpus, label=method.label, workdir=workdir, cache_dir=cache_dir,
+            compress=config.output.compress_checkpoints,
         )
         stages["finetune"] = finetuned.usage
         checkpoint = finetuned.ref

@@ -185,12 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--records", action="store_true", help="rm: also delete the run's rows from the database")
     runs.set_defaults(command=cmd_runs)
 
+    export = commands.add_parser(
+        "export",
+        help="write a run's model as a self-contained checkpoint with a model card (compressed; --dense for plain transformers)",
+        description=(
+            "Write the model run RUN evaluated (pruned, layer-dropped or finetuned) to DIR, a new or empty directory: "
+            "weights, config, tokenizer or processor, and a README.md model card (method, parameters, sparsity, "
+            "calibration data, the run's scores, how to load it). Pruned weights are stored in compressed-tensors' "
+            "sparse format (0.14.0), which prunebench's loader reads and transformers' from_pretrained does not; "
+            "--dense writes plain safetensors that from_pretrained loads. A run whose checkpoint was deleted is "
+            "rebuilt by re-running its config."
+        ),
+        epilog="Example: prunebench runs --method wanda --limit 1 && prunebench export 3f2a9c01 exported/wanda50 --dense",
+    )
+    export.add_argument("run_id", metavar="RUN", help="run id, or a unique prefix of one (`prunebench runs` lists them)")
+    export.add_argument("dest", metavar="DIR", type=Path, help="where to write it: a new or empty directory")
+    export.add_argument("--dense", action="store_true", help="plain safetensors, loadable by transformers' from_pretrained directly")
+    _database_options(export)
+    export.set_defaults(command=cmd_export)
+
     prune = commands.add_parser(
         "prune",
         help="prune one model with one method, in one line (no config file), and save the checkpoint",
         description=(
             "Build a config from the options, run it through the same flow as `run` (cached, recorded in the "
-            "database, beside a dense baseline of the model), and copy the pruned checkpoint to --out. The config "
+            "database, beside a dense baseline of the model), and write the pruned model to --out (dense). The config "
             "it ran is written beside the database, to rerun or edit. MODEL is a local checkpoint directory, a "
             "hub id in the local Hugging Face cache, or packaged:smollm2-135m."
         ),
@@ -209,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--limit", type=_positive_int, help="at most this many documents per suite")
     prune.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: float32")
     prune.add_argument("--device", help="cpu, cuda, cuda:N, ... (default: cpu)")
-    prune.add_argument("--out", type=Path, help="copy the pruned checkpoint here (a new directory)")
+    prune.add_argument("--out", type=Path, help="write the pruned model here as plain safetensors with a model card (a new directory; "
+                       "`prunebench export` writes the compressed form)")
     prune.add_argument("--database", type=Path, default=DEFAULT_DATABASE, help=f"default: {DEFAULT_DATABASE}")
     prune.add_argument("--workdir", type=Path, help="checkpoints, caches and Prefect state (default: .prunebench)")
     prune.add_argument("--cache", type=Path, help="converted models and corpora, shareable between workdirs (default: WORKDIR/cache)")
@@ -466,11 +486,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from flows.export import export_run
+
+    store = _results_database(args)
+    dest = export_run(store, args.run_id, args.dest, dense=args.dense)
+    how = "plain safetensors: transformers' from_pretrained loads it" if args.dense else "compressed: prunebench's load_model reads it; --dense for plain transformers"
+    print(f"exported run {args.run_id} to {dest} ({how}); model card: {dest / 'README.md'}")
+    return 0
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     import yaml
 
     from flows.config import load_config
-    from flows.oneline import copy_checkpoint, oneline_config
+    from flows.export import export_run
+    from flows.oneline import oneline_config
 
     config = oneline_config(
         args.model, args.method, sparsity=args.sparsity, drop_ratio=args.drop_ratio, fields=args.fields,
@@ -491,8 +522,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     pruned = runs[-1]  # the run just recorded (runs are oldest first)
     print(f"\npruned checkpoint: {pruned.checkpoint}   (prunebench runs show {pruned.run_id[:8]})")
     if args.out is not None:
-        copy_checkpoint(Path(pruned.checkpoint), args.out)
-        print(f"saved to {args.out}   (transformers' from_pretrained loads it)")
+        export_run(ResultStore(args.database), pruned.run_id, args.out, dense=True)
+        print(f"saved to {args.out}   (plain safetensors: transformers' from_pretrained loads it; model card in README.md)")
     return status
 
 

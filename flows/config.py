@@ -115,6 +115,7 @@ class OutputSpec(Spec):
     database: Path = Path("results/prunebench.duckdb")
     workdir: Path = Path(".prunebench")
     cache: Path | None = Field(None, description="models converted from packages and corpora; default <workdir>/cache")
+    compress_checkpoints: bool = Field(True, description="store pruned (and their finetuned) checkpoints in compressed-tensors' sparse format")
 
     @model_validator(mode="after")
     def _folders_can_be_folders(self) -> "OutputSpec":

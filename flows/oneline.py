@@ -1,18 +1,15 @@
-"""`prunebench prune MODEL --method M ...`: the experiment config a one-line prune runs, and the copy of
-its checkpoint to where the user asked. The config goes through the same validation and the same flow
-as any other (cached, recorded), so a one-liner is never a second code path."""
+"""`prunebench prune MODEL --method M ...`: the experiment config a one-line prune runs. The config goes
+through the same validation and the same flow as any other (cached, recorded), so a one-liner is never a
+second code path; its `--out` is `prunebench export --dense` of the run (flows.export)."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 import yaml
 
-from pruning.errors import ConfigError, PrunebenchError
-from pruning.models.sources import checkpoint_problem
+from pruning.errors import ConfigError
 
 
 def oneline_config(
@@ -48,22 +45,3 @@ def oneline_config(
     output = {"database": str(Path(database).resolve())}
     output |= {key: str(Path(folder).resolve()) for key, folder in (("workdir", workdir), ("cache", cache)) if folder is not None}
     return {"name": f"prune-{label}-{method}{ratio}"[:100], "studies": [study], "output": output}
-
-
-def copy_checkpoint(source: Path, dest: Path) -> Path:
-    """Copy a checkpoint directory to `dest` (which must not exist) through a temporary sibling, so `dest`
-    is whole or absent; refuse a source that is not a whole checkpoint."""
-    problem = checkpoint_problem(source)
-    if problem is not None:
-        raise PrunebenchError(f"cannot copy the checkpoint: {problem}")
-    dest = Path(dest)
-    if dest.exists():
-        raise PrunebenchError(f"{dest} exists; name a new directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        shutil.copytree(source, tmp)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest

@@ -68,9 +68,12 @@ def finetuned_checkpoint(
     label: str,
     workdir: str,
     cache_dir: str,
+    compress: bool = True,
 ) -> FinetunedCheckpoint:
     """Train only the language-model decoder layers `train_layers` (indices in `checkpoint`), every
-    other parameter frozen by `requires_grad`; weights pruned to zero stay zero. Saved atomically."""
+    other parameter frozen by `requires_grad`; weights pruned to zero stay zero (`finetune`'s keep_masks),
+    so with `compress` a pruned model's finetune is stored compressed as exactly as its prune (a dropped
+    model's has nothing sparse and is written plain). Saved atomically."""
     logger = get_run_logger()
     with measure_resources() as usage:
         network, preprocessor = load_model(Path(checkpoint.path), model)
@@ -100,8 +103,9 @@ def finetuned_checkpoint(
             f" (stored in {model.dtype}, stepped through fp32 master copies)" if report.master_params else "",
         )
         slug = checkpoint_slug(label)
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-ft-{spec_hash(finetune_spec, checkpoint.model_dump(), {'layers': train_layers}, code_digest(__name__))}"
-        save_checkpoint(network, preprocessor, dest, extra={"finetune": finetune_spec.model_dump(mode="json"), "train_layers": train_layers})
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-ft-{spec_hash(finetune_spec, checkpoint.model_dump(), {'layers': train_layers, 'compress': compress}, code_digest(__name__))}"
+        save_checkpoint(network, preprocessor, dest, extra={"finetune": finetune_spec.model_dump(mode="json"), "train_layers": train_layers},
+                        compress=compress)  # fmt: skip
     return FinetunedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
         train_layers=list(train_layers),

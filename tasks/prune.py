@@ -45,9 +45,11 @@ def pruned_checkpoint(
     workdir: str,
     block_sparsity: dict[str, list[float]] | None = None,
     block_score: dict[str, list[float]] | None = None,
+    compress: bool = True,
 ) -> PrunedCheckpoint:
     """Prune `base` with the method's local pruner at its target, or at the per-block sparsities its
-    allocation gave (`block_sparsity`, with the `block_score`s that set them); save the result."""
+    allocation gave (`block_sparsity`, with the `block_score`s that set them); save the result,
+    in compressed-tensors' sparse format with `compress` (`output.compress_checkpoints`)."""
     with measure_resources() as usage:
         network, preprocessor = load_model(Path(base.path), model)
         needs_inputs = LOCAL_PRUNERS[method.local].statistic != "none"
@@ -66,11 +68,11 @@ def pruned_checkpoint(
             exclude_padding=method.exclude_padding,
         )
         slug = checkpoint_slug(method.base_label)
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__))}"
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__), {'compress': compress})}"
         save_checkpoint(network, preprocessor, dest, extra={
             "method": method.model_dump(mode="json"), "calibration": calibration.model_dump(mode="json") if needs_inputs else None,
             "achieved_sparsity": report.achieved_sparsity,
-        })  # fmt: skip
+        }, compress=compress)  # fmt: skip
     return PrunedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
         params_prunable=report.params_prunable,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def compress_checkpoint(directory: Path, linear_names: Collection[str]) -> str |
     weight_map, total_size = {}, 0
     for shard in shards:
         written = {name: tensor.contiguous() for name, tensor in compressor.compress(load_file(shard), compression_targets=targets).items()}
+        mode = shard.stat().st_mode
         save_file(written, shard, metadata={"format": "pt"})
+        os.chmod(shard, mode)  # as save_pretrained left it (safetensors writes a new file private)
         weight_map.update(dict.fromkeys(written, shard.name))
         total_size += sum(tensor.numel() * tensor.element_size() for tensor in written.values())
     if (directory / _INDEX).is_file():  # a sharded save: the index names the new tensors' shards

@@ -1,4 +1,4 @@
-"""`prunebench prune`: the config a one-liner runs, and the copy of its checkpoint."""
+"""`prunebench prune`: the config a one-liner runs (its --out is `prunebench export --dense`: tests/flows/test_cli_export.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import pytest
 import yaml
 
 from flows.config import ExperimentConfig
-from flows.oneline import copy_checkpoint, oneline_config
-from pruning.errors import ConfigError, PrunebenchError
-from pruning.models.sources import MANIFEST, checkpoint_problem, save_checkpoint
+from flows.oneline import oneline_config
+from pruning.errors import ConfigError
 
 
 def test_the_config_is_the_method_beside_a_dense_baseline_and_validates(tmp_path):
@@ -37,17 +36,3 @@ def test_layer_dropping_takes_a_drop_ratio_and_defaults_stay_the_configs(tmp_pat
 def test_a_malformed_field_is_named(tmp_path, field):
     with pytest.raises(ConfigError, match="--set"):
         oneline_config("m", "wanda", sparsity=0.5, fields=[field], database=tmp_path / "db")
-
-
-def test_the_checkpoint_is_copied_whole_to_a_new_directory(tmp_path):
-    from tests.pruning.conftest import build_tiny
-
-    source = save_checkpoint(build_tiny("llama"), None, tmp_path / "pruned")
-    dest = copy_checkpoint(source, tmp_path / "out" / "wanda50")
-    assert checkpoint_problem(dest) is None and (dest / MANIFEST).is_file()
-    assert not [path for path in (tmp_path / "out").iterdir() if path.name.startswith(".")]  # no temporary left
-    with pytest.raises(PrunebenchError, match="exists; name a new directory"):
-        copy_checkpoint(source, dest)
-    (source / "model.safetensors").write_bytes(b"x")
-    with pytest.raises(PrunebenchError, match="cannot copy the checkpoint: .*model.safetensors is 1 bytes"):
-        copy_checkpoint(source, tmp_path / "elsewhere")
