@@ -330,7 +330,9 @@ def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None 
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             try:
-                model.save_pretrained(tmp, safe_serialization=True)
+                # compressed: tensors under the model's own module names (not the legacy names transformers
+                # reverts some families to on save), so the linears' weights are found by name
+                model.save_pretrained(tmp, safe_serialization=True, **({"save_original_format": False} if compress else {}))
                 if compress:
                     compress_checkpoint(tmp, {name for name, module in model.named_modules() if isinstance(module, nn.Linear)})
                 if tokenizer is not None:

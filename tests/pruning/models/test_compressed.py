@@ -116,3 +116,17 @@ def test_a_compressed_tensors_format_it_cannot_read_is_named():
     with pytest.raises(CheckpointError, match="only the sparse formats sparse-bitmask, sparse-24-bitmask are read"):
         sparsity_config_of(quantized)
     assert sparsity_config_of({"model_type": "llama"}) is None
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "blip-2+opt"])
+def test_a_pruned_vlm_round_trips_compressed(tiny_vlm, tmp_path, family):
+    # llava and qwen2.5-vl are families transformers saves under legacy names by default: compressed
+    # checkpoints keep the module names, so every pruned linear is found and compressed
+    model, _ = tiny_vlm(family)
+    prune_model(model, adapter_for(model), "magnitude", None, target=0.5, progress=False)
+    path = save_checkpoint(model, None, tmp_path / "vlm", compress=True)
+    with safe_open(path / "model.safetensors", framework="pt") as tensors:
+        compressed = [name for name in tensors.keys() if name.endswith(".bitmask")]
+    pruned = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and (module.weight == 0).float().mean() > 0.4]
+    assert sorted(name.removesuffix(".bitmask") for name in compressed) == sorted(pruned)
+    assert_same_state(model, load_model(path, ModelSpec(source=str(path)))[0])
