@@ -127,14 +127,18 @@ def test_pruned_weights_stay_zero_through_the_finetune_stage(text_run):
     (sparsity,) = query(text_run, "SELECT achieved_weight_sparsity FROM runs WHERE method_label = 'wanda 50% +ft'")[0]
     assert sparsity == pytest.approx(0.5, abs=1e-3)
     import glob
+    import json
 
-    from safetensors.torch import load_file
+    from pruning.models.sources import load_model
+    from pruning.specs import ModelSpec
 
     root = text_run.parent / "work" / "checkpoints"
     (finetuned,) = [p for p in glob.glob(str(root / "*" / "wanda-50pct-+ft-ft-*"))]
-    weights = load_file(f"{finetuned}/model.safetensors")
-    up = weights["model.layers.3.mlp.up_proj.weight"]
+    model, _ = load_model(finetuned, ModelSpec(source=finetuned))
+    up = model.model.layers[3].mlp.up_proj.weight
     assert (up == 0).float().mean().item() == pytest.approx(0.5, abs=1e-3)
+    # its zeros kept, the finetune is stored compressed as its prune is
+    assert json.loads(open(f"{finetuned}/config.json").read())["quantization_config"]["sparsity_config"]["format"] == "sparse-bitmask"
 
 
 @pytest.fixture(scope="module")
