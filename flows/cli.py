@@ -488,10 +488,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from flows.export import export_run
+    from pruning.models.compressed import stored_format
 
     store = _results_database(args)
     dest = export_run(store, args.run_id, args.dest, dense=args.dense)
-    how = "plain safetensors: transformers' from_pretrained loads it" if args.dense else "compressed: prunebench's load_model reads it; --dense for plain transformers"
+    storage = stored_format(dest)
+    how = (f"compressed ({storage}): prunebench's load_model reads it; --dense for plain transformers" if storage
+           else "plain safetensors: transformers' from_pretrained loads it")  # fmt: skip
     print(f"exported run {args.run_id} to {dest} ({how}); model card: {dest / 'README.md'}")
     return 0
 

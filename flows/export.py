@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from pruning.errors import PrunebenchError
-from pruning.models.compressed import sparsity_config_of
+from pruning.models.compressed import stored_format
 from pruning.models.sources import checkpoint_problem, load_model, save_checkpoint
 from pruning.specs import ModelSpec
 from reports.model_card import model_card
@@ -57,9 +57,8 @@ def export_run(store: ResultStore, run_id: str, dest: Path, *, dense: bool = Fal
     tmp = dest.parent / f".{dest.name}.export-{uuid.uuid4().hex[:8]}"
     try:
         save_checkpoint(model, preprocessor, tmp, extra={**written, "exported_from": run.run_id}, compress=not dense)
-        config = json.loads((tmp / "config.json").read_text())
-        storage = (sparsity_config_of(config) or {}).get("format")
-        card = model_card(run, store.results(run.run_id), written, storage=storage, architecture=(config.get("architectures") or [None])[0],
+        architecture = (json.loads((tmp / "config.json").read_text()).get("architectures") or [None])[0]
+        card = model_card(run, store.results(run.run_id), written, storage=stored_format(tmp), architecture=architecture,
                           run_command=rerun_command(run, Path(store.path)))  # fmt: skip
         (tmp / "README.md").write_text(card, encoding="utf-8")
         if dest.exists():

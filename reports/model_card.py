@@ -28,7 +28,7 @@ def _removed(run: RunRecord) -> str:
 def _calibration(manifest: dict | None) -> str:
     calibration = (manifest or {}).get("calibration")
     if not calibration:
-        return "none recorded with this checkpoint (a method that reads no data, or a finetuned checkpoint: see its prune's run)"
+        return "not recorded in this checkpoint's manifest (a method that reads none, a layer drop or a finetune: see the run's config)"
     fields = ", ".join(f"{key}={value}" for key, value in calibration.items() if value is not None)
     return f"`{calibration.get('corpus', '?')}` ({fields})"
 
@@ -66,6 +66,9 @@ def model_card(run: RunRecord, results: Sequence[ResultRow], manifest: dict | No
         + (f" ({percent(run.params_pruned_share)})" if run.params_pruned_share is not None else "") + " |",
         f"| calibration data | {_calibration(manifest)} |",
     ]  # fmt: skip
+    plan = (manifest or {}).get("drop_plan")
+    if plan:
+        lines.append(f"| layer-drop plan | `{json.dumps(plan, sort_keys=True)}` |")
     finetune = (manifest or {}).get("finetune")
     if finetune:
         layers = (manifest or {}).get("train_layers")

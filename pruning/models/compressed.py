@@ -54,6 +54,15 @@ def sparsity_config_of(config_json: dict) -> dict | None:
     return sparsity
 
 
+def stored_format(directory: Path) -> str | None:
+    """The sparse format a checkpoint directory's weights are stored in, or None for plain safetensors (reads config.json)."""
+    try:
+        config_json = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {Path(directory) / 'config.json'}: {err}") from None
+    return (sparsity_config_of(config_json) or {}).get("format")
+
+
 def bitmask_bytes(weight: Tensor) -> int:
     """Bytes of `weight` in sparse-bitmask form: its nonzero values, one bit per element, an int64 offset per row."""
     rows = weight.shape[0] if weight.dim() > 1 else 1
