@@ -68,7 +68,7 @@ def pruned_checkpoint(
             exclude_padding=method.exclude_padding,
         )
         slug = checkpoint_slug(method.base_label)
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__), {'compress': compress})}"
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__), {'compress': compress, 'dtype': model.dtype})}"  # one base in two dtypes: two checkpoints
         save_checkpoint(network, preprocessor, dest, extra={
             "method": method.model_dump(mode="json"), "calibration": calibration.model_dump(mode="json") if needs_inputs else None,
             "achieved_sparsity": report.achieved_sparsity,

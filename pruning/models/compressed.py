@@ -38,7 +38,8 @@ _INDEX = "model.safetensors.index.json"
 
 
 def sparsity_config_of(config_json: dict) -> dict | None:
-    """The `sparsity_config` of a checkpoint stored in a sparse compressed-tensors format, or None for a plain one.
+    """The `sparsity_config` of a checkpoint stored in a sparse compressed-tensors format, or None for a plain one
+(compressed-tensors' `dense` format included).
 
     A compressed-tensors checkpoint this module cannot read (quantized, another sparse format) is an error."""
     compression = config_json.get("quantization_config")
@@ -46,6 +47,8 @@ def sparsity_config_of(config_json: dict) -> dict | None:
         return None
     sparsity = compression.get("sparsity_config") or {}
     extra = {key for key, value in compression.items() if value and key not in ("quant_method", "version", "sparsity_config", "transform_config")}
+    if sparsity.get("format") == "dense" and not extra and not compression.get("transform_config"):
+        return None  # a sparse model llm-compressor saved uncompressed: plain safetensors
     if sparsity.get("format") not in SPARSE_FORMATS or extra or compression.get("transform_config"):
         raise CheckpointError(
             f"config.json's quantization_config is compressed-tensors {sparsity.get('format') or 'quantization'}"

@@ -116,6 +116,8 @@ def test_a_compressed_tensors_format_it_cannot_read_is_named():
     with pytest.raises(CheckpointError, match="only the sparse formats sparse-bitmask, sparse-24-bitmask are read"):
         sparsity_config_of(quantized)
     assert sparsity_config_of({"model_type": "llama"}) is None
+    stored_dense = {"quant_method": "compressed-tensors", "version": "0.14.0", "sparsity_config": {"format": "dense", "global_sparsity": 0.5}}
+    assert sparsity_config_of({"quantization_config": stored_dense}) is None  # llm-compressor's uncompressed sparse save
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "blip-2+opt"])
