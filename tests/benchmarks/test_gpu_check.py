@@ -85,3 +85,26 @@ def test_estimates_scale_with_the_floor_and_the_scoring_passes(gpu_check):
     assert per_block["wanda_50"] == pytest.approx(25.0) and per_block["sparsegpt_50"] == pytest.approx(60.0)
     args.estimator = "per_tensor"
     assert gpu_check.estimates(check, facts)["ecoflap_zeroth_wanda_50"] - 25.0 == pytest.approx(7 * (per_block["ecoflap_zeroth_wanda_50"] - 25.0))
+
+
+def test_goals_are_judged_on_hand_made_figures(gpu_check):
+    args = gpu_check.parse_args(["--shape", "tiny", "--device", "cpu", "--prefill-lengths", "2048", "8192"])
+    figures = {
+        "wanda_50": {"seconds": 15.0, "x_floor": 1.96, "peak_gpu_gib": 17.0},
+        "sparsegpt_50": {"seconds": 40.0, "x_floor": 5.2, "peak_gpu_gib": 18.0},
+        "offload_wanda_50": {"seconds": 30.0, "x_floor": 3.9, "peak_gpu_gib": 2.3},
+        "semi_structured_2_4": {"prefill": {"2048": {"speedup": 0.5}, "8192": {"speedup": 1.21}}},
+        "layer_drop": {"prefill": {"2048": {"share_of_ideal": 0.95}, "8192": {"share_of_ideal": 0.85}}},
+    }
+    judged = {row["goal"]: row["pass"] for row in gpu_check.goals(figures, {"block_gib": 0.377}, args)}
+    assert judged == {
+        "Wanda 50% <= 2.0x the floor": True,
+        "SparseGPT 50% <= 5x the floor": False,
+        "offloaded Wanda: peak GPU memory <= 2 GiB + one block (2.38 GiB)": True,
+        "2:4 prefill at 8192 tokens >= 1.2x dense": True,  # judged at the longest prefill only
+        "25% layers dropped, prefill 2048: >= 90% of the ideal decoder speedup": True,
+        "25% layers dropped, prefill 8192: >= 90% of the ideal decoder speedup": False,
+    }
+    figures["offload_wanda_50"] = {"skipped": "offload: prune_model has no execution_device yet"}
+    judged = {row["goal"]: row["pass"] for row in gpu_check.goals(figures, {"block_gib": 0.377}, args)}
+    assert judged["offloaded Wanda: peak GPU memory <= 2 GiB + one block (2.38 GiB)"] == "n/a: skipped: offload: prune_model has no execution_device yet"
