@@ -270,32 +270,32 @@ def goals(figures: dict, model_facts: dict, args: argparse.Namespace) -> list[di
 
 
 def print_table(figures: dict, judged: list[dict], args: argparse.Namespace) -> None:
-    print(f"\n{'figure':<36} {'seconds':>9} {'x floor':>8} {'peak GPU GiB':>13}")
+    print(f"\n{'figure':<40} {'seconds':>9} {'x floor':>8} {'peak GPU GiB':>13}")
     names = {"floor": "floor (one batched forward)", "wanda_50": "wanda 50%", "sparsegpt_50": "sparsegpt 50%",
              "offload_wanda_50": f"wanda 50%, model in CPU memory", "ecoflap_zeroth_wanda_50": f"ecoflap zeroth ({args.estimator}) + wanda 50%"}  # fmt: skip
     for key, name in names.items():
         figure = figures[key]
         if _reason(figure):
-            print(f"{name:<36} {_reason(figure)}")
+            print(f"{name:<40} {_reason(figure)}")
             continue
         peak = figure["peak_gpu_gib"]
         x_floor = figure.get("x_floor", 1.0)
-        print(f"{name:<36} {figure['seconds']:>9.2f} {x_floor:>8.2f} {'n/a (cpu)' if isinstance(peak, str) else f'{peak:.2f}':>13}")
+        print(f"{name:<40} {figure['seconds']:>9.2f} {x_floor:>8.2f} {'n/a (cpu)' if isinstance(peak, str) else f'{peak:.2f}':>13}")
     semi = figures["semi_structured_2_4"]
-    print(f"\n{'2:4 semi-structured prefill':<36} {'dense ms':>9} {'2:4 ms':>8} {'speedup':>8}")
+    print(f"\n{'2:4 semi-structured prefill':<40} {'dense ms':>9} {'2:4 ms':>8} {'speedup':>8}")
     if _reason(semi):
         print(f"  {_reason(semi)}")
     else:
         for length, row in semi["prefill"].items():
-            print(f"{'  ' + length + ' tokens':<36} {row['dense_ms']:>9.2f} {row['sparse_ms']:>8.2f} {row['speedup']:>8.3f}")
+            print(f"{'  ' + length + ' tokens':<40} {row['dense_ms']:>9.2f} {row['sparse_ms']:>8.2f} {row['speedup']:>8.3f}")
     drop = figures["layer_drop"]
-    print(f"\n{f'{args.drop_ratio:.0%} of the layers dropped, prefill':<36} {'dense ms':>9} {'rest ms':>8} {'dropped ms':>10} "
+    print(f"\n{f'{args.drop_ratio:.0%} of the layers dropped, prefill':<40} {'dense ms':>9} {'rest ms':>8} {'dropped ms':>10} "
           f"{'decoder x':>9} {'ideal':>6} {'% ideal':>8} {'end-to-end x':>12}")  # fmt: skip
     if _reason(drop):
         print(f"  {_reason(drop)}")
     else:
         for length, row in drop["prefill"].items():
-            print(f"{'  ' + length + ' tokens':<36} {row['dense_ms']:>9.2f} {row['rest_ms']:>8.2f} {row['dropped_ms']:>10.2f} "
+            print(f"{'  ' + length + ' tokens':<40} {row['dense_ms']:>9.2f} {row['rest_ms']:>8.2f} {row['dropped_ms']:>10.2f} "
                   f"{row['decoder_speedup']:>9.3f} {drop['ideal']:>6.3f} {row['share_of_ideal']:>8.1%} {row['end_to_end_speedup']:>12.3f}")  # fmt: skip
     print("\ngoals")
     for row in judged:
