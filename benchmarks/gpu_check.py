@@ -38,7 +38,7 @@ On a CPU (--device cpu) the peak CUDA memory is not measured, 2:4 is reported as
 "offload" figure runs with the model where it computes (nothing to onload); --shape tiny runs every
 figure in seconds (what tests/benchmarks/test_gpu_check.py does).
 
-    python benchmarks/gpu_check.py                                    # one CUDA GPU: 7B shape, about 5 min
+    python benchmarks/gpu_check.py                                    # one CUDA GPU, 7B shape: about 4 min on an H100 (estimated from its 7.65 s floor; not yet run)
     python benchmarks/gpu_check.py --out /tmp/gpu_check.json --budget-s 300
     .venv/bin/python benchmarks/gpu_check.py --shape tiny --device cpu  # the script's own check, seconds
 """
