@@ -16,7 +16,9 @@ run: $(STAMP)
 	$(VENV)/bin/prunebench run $(CONFIG)
 
 # Two pytest workers (pytest-xdist), a test file each at a time (its module fixtures built once), one
-# thread each (tests/conftest.py): about half the wall time of one on CI's two cores.
+# thread each (tests/conftest.py): about half the wall time of one on CI's two cores. Files are handed
+# out in collection order, where tests/conftest.py puts the end-to-end ones first (xdist's default
+# reorders them by test count, which left a minutes-long flow file to start last while a worker idled).
 TEST_WORKERS ?= 2
 
 # tests/reports screenshots the HTML report with headless Chromium from Debian's packages: installed
@@ -25,7 +27,7 @@ test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the HTML report screenshot test will skip"
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 venv: $(STAMP)
 

@@ -53,6 +53,7 @@ METHODS = {
 SHAPES = {  # random-init Llama shapes: hidden, intermediate, layers, heads, kv heads, vocab
     "llama-7b": (4096, 11008, 32, 32, 32, 32000),
     "smollm2-135m": (576, 1536, 30, 9, 3, 49152),
+    "tiny": (64, 128, 8, 4, 4, 512),  # seconds on a CPU: for the tests of these scripts
 }
 
 
@@ -80,8 +81,9 @@ def synchronize(device: str) -> None:
 
 @contextmanager
 def measured(device: str):
-    """Wall seconds and working memory (GiB above what was in use at the start: RSS on CPU, CUDA
-    allocations on a GPU) of the block, from `evals.measure.measure_resources`."""
+    """Wall seconds, working memory (GiB above what was in use at the start: RSS on CPU, CUDA
+    allocations on a GPU) and, on a GPU, peak CUDA allocations (GiB, the weights included) of the
+    block, from `evals.measure.measure_resources` (which resets CUDA's peak when the block starts)."""
     result = {}
     gc.collect()
     cuda = device.startswith("cuda")
@@ -94,6 +96,7 @@ def measured(device: str):
             synchronize(device)
     result["seconds"] = usage.wall_s
     result["work_gb"] = (usage.peak_gpu_gb if cuda else usage.peak_rss_gb) - start_gb
+    result["peak_gpu_gb"] = usage.peak_gpu_gb if cuda else None
 
 
 def build_model(args: argparse.Namespace, layers: int | None = None) -> Callable[[], torch.nn.Module]:
@@ -113,15 +116,23 @@ def build_model(args: argparse.Namespace, layers: int | None = None) -> Callable
 
     def make() -> torch.nn.Module:
         torch.manual_seed(args.seed)
-        with torch.device(args.device):
-            model = LlamaForCausalLM(config).to(dtype)
-        return model.eval()
+        default_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)  # built in its dtype: a 7B in bf16 never holds a float32 copy (27 GiB)
+        try:
+            with torch.device(args.device):
+                model = LlamaForCausalLM(config)
+        finally:
+            torch.set_default_dtype(default_dtype)
+        return model.to(dtype).eval()
 
     return make
 
 
-def prune_once(make, ids, label: str, args: argparse.Namespace) -> dict:
+def prune_once(make, ids, label: str, args: argparse.Namespace, execution_device: str | None = None) -> dict:
+    """Prune a fresh model by `label`: seconds, working and peak memory (`measured`), and for ECoFLaP its scoring.
+    `execution_device` (where the model is onloaded block by block) is passed to `prune_model` only when given."""
     local, target, n_m, ecoflap = METHODS[label]
+    onloading = {} if execution_device is None else {"execution_device": execution_device}
     model = make()
     adapter = adapter_for(model)
     row = {}
@@ -138,9 +149,9 @@ def prune_once(make, ids, label: str, args: argparse.Namespace) -> dict:
             target = None
         prune_model(
             model, adapter, local, ids if local != "magnitude" else None, block_sparsity=block_sparsity,
-            target=target, n_m=n_m, batch_size=args.batch_size, progress=False,
+            target=target, n_m=n_m, batch_size=args.batch_size, progress=False, **onloading,
         )
-    row.update(seconds=total["seconds"], work_gb=total["work_gb"])
+    row.update(seconds=total["seconds"], work_gb=total["work_gb"], peak_gpu_gb=total["peak_gpu_gb"])
     del model
     gc.collect()
     if args.device.startswith("cuda"):
@@ -150,6 +161,11 @@ def prune_once(make, ids, label: str, args: argparse.Namespace) -> dict:
 
 def forward_seconds(make, ids, args: argparse.Namespace, with_loss: bool) -> float:
     """One batched pass over `ids`: without lm_head (the pruning floor) or with the loss (what scoring runs)."""
+    return forward_pass(make, ids, args, with_loss)["seconds"]
+
+
+def forward_pass(make, ids, args: argparse.Namespace, with_loss: bool) -> dict:
+    """`forward_seconds`, with the pass's working and peak memory (`measured`)."""
     model = make()
     with torch.no_grad():
         model(input_ids=ids[:1], use_cache=False, logits_to_keep=1)  # warm-up, untimed
@@ -161,7 +177,7 @@ def forward_seconds(make, ids, args: argparse.Namespace, with_loss: bool) -> flo
                     model(input_ids=batch, use_cache=False, logits_to_keep=1)
     del model
     gc.collect()
-    return floor["seconds"]
+    return floor
 
 
 def speed_table(args: argparse.Namespace) -> None:

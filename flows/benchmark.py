@@ -506,7 +506,6 @@ def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
     backend that cannot run here (a rehearsal on two items)."""
     from evals.lm_eval_bridge import check_suites, has_chat_template
     from pruning.errors import ConfigError, ModelSourceError
-    from evals.lmms_eval_bridge import check_multimodal_suites
     from pruning.models.sources import PACKAGED, TRAINED, checkpoint_adapter, count_parameters, device_problem, resolve_checkpoint, takes_images
     from reports.store import ResultStore
 
@@ -538,6 +537,8 @@ def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
         if multimodal:
             check_suites(text_local)
             if others:
+                from evals.lmms_eval_bridge import check_multimodal_suites  # seconds to import: a VLM's run only
+
                 check_multimodal_suites(others, study.eval.include_path)
             if study.eval.apply_chat_template and len(text_local) < len(study.eval.suites):
                 raise ConfigError(f"eval.apply_chat_template: {source} is evaluated on image suites through lmms-eval, whose prompts "

@@ -90,6 +90,16 @@ def wait_for_server(api_url: str, timeout_s: float, process: subprocess.Popen | 
         time.sleep(0.5)
 
 
+# How Prefect runs a temporary server of its own: the API only, in ephemeral mode.
+TEMPORARY_API_ENVIRONMENT = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+
+
+def api_command(host: str, port: int) -> list[str]:
+    """The Prefect API alone (no UI), served by uvicorn from this interpreter's environment: a run's temporary server."""
+    return [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+            "--host", host, "--port", str(port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+
+
 def server_command(host: str, port: int) -> list[str]:
     """`prefect server start` from this interpreter's environment (the project's venv)."""
     return [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
@@ -151,16 +161,8 @@ def run_api() -> Iterator[str]:
 
         host, port = "127.0.0.1", free_port()
         api_url = server_urls(host, port)[1]
-        environment = {
-            **os.environ,
-            **get_current_settings().to_environment_variables(exclude_unset=True),
-            "PREFECT_UI_ENABLED": "0",  # as Prefect's own temporary server: the API only
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-        }
-        command = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-                   "--host", host, "--port", str(port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
-        process = subprocess.Popen(tied_to_parent(command), env=environment)
+        environment = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True), **TEMPORARY_API_ENVIRONMENT}
+        process = subprocess.Popen(tied_to_parent(api_command(host, port)), env=environment)
         try:
             wait_for_server(api_url, float(environment.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", SERVER_STARTUP_TIMEOUT_S)), process)
             os.environ["PREFECT_API_URL"] = api_url  # for processes started from here (Dask workers)

@@ -5,7 +5,6 @@ from pathlib import Path
 from prefect import task
 
 from evals.lm_eval_bridge import evaluate
-from evals.lmms_eval_bridge import evaluate_multimodal
 from evals.suites import IMAGE_SUITES, LOCAL_SUITES
 from evals.measure import measure_resources
 from flows.config import EvalSpec, spec_hash
@@ -66,6 +65,9 @@ def eval_scores(
                 )
             )
         if image_suites:
+            # lmms-eval takes seconds to import (its `evaluate` pulls in transformers' pipelines): only a VLM's run pays it
+            from evals.lmms_eval_bridge import evaluate_multimodal
+
             images = [Path(image_tasks_dir)] if image_tasks_dir and any(n in IMAGE_SUITES for n in image_suites) else []
             evaluations.append(
                 evaluate_multimodal(

@@ -91,17 +91,47 @@ def resolve_checkpoint(spec: ModelSpec, cache_dir: Path) -> Path:
     raise ModelSourceError(f"model path {source} does not exist")
 
 
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, from the environment as it is now, by huggingface_hub's own rule
+    (`huggingface_hub/constants.py`): HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub. The library reads these once, when it
+    is imported; a process that sets HF_HOME later (a test, a notebook) is honoured here."""
+    env = os.environ
+    home = env.get("HF_HOME") or str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or str(Path(home) / "hub")
+    return Path(os.path.expandvars(cache)).expanduser()
+
+
 def _from_hub_cache(repo_id: str) -> Path:
+    """The snapshot of `repo_id` that the local hub cache's refs/main names; never the network."""
     from huggingface_hub import snapshot_download
 
+    hub = hub_cache_dir()
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        snapshot = Path(snapshot_download(repo_id, cache_dir=hub, local_files_only=True))
     except Exception as err:  # LocalEntryNotFoundError and friends
-        raise ModelSourceError(
-            f"model {repo_id!r} is not a local directory and is not in the local Hugging Face cache "
-            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}); on a machine with network run "
-            f"`huggingface-cli download {repo_id}` and copy the cache here, or set `source:` to a local directory"
-        ) from err
+        raise ModelSourceError(_hub_cache_problem(repo_id, hub, err)) from err
+    if not (snapshot / "config.json").is_file():
+        raise ModelSourceError(f"model {repo_id!r}: its snapshot {snapshot} in the Hugging Face cache has no config.json "
+                               f"(a partial download? `hf download {repo_id}` completes it)")  # fmt: skip
+    return snapshot
+
+
+def _hub_cache_problem(repo_id: str, hub: Path, err: Exception) -> str:
+    """One line: which of the cache's pieces is missing for `repo_id`, where, and how to get it there."""
+    folder = hub / f"models--{repo_id.replace('/', '--')}"
+    fetch = f"on a machine with network run `hf download {repo_id}` (it fills that cache; copy the folder here if this machine is offline)"
+    ref = folder / "refs" / "main"
+    if not folder.is_dir():
+        return (f"model {repo_id!r} is not a local directory and is not in the local Hugging Face cache (looked for {folder}; "
+                f"HF_HOME or HF_HUB_CACHE move the cache); {fetch}, or set `source:` to a local directory")  # fmt: skip
+    if not ref.is_file():
+        return f"model {repo_id!r}: the Hugging Face cache folder {folder} has no refs/main (which snapshot to use); {fetch}"
+    commit = ref.read_text().strip()
+    if not (folder / "snapshots" / commit).is_dir():
+        return (f"model {repo_id!r}: {ref} names commit {commit}, but {folder / 'snapshots' / commit} is missing "
+                f"(an interrupted download or a partial copy); {fetch}")  # fmt: skip
+    return f"model {repo_id!r}: the Hugging Face cache in {folder} cannot be read: {type(err).__name__}: {_first_line(err)}; {fetch}"
 
 
 def materialize_packaged(name: str, cache_dir: Path) -> Path:

@@ -16,12 +16,44 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def prunebench(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def prunebench(*args: str, timeout: int = 900, own_server: bool = False) -> subprocess.CompletedProcess:
+    """`prunebench ARGS` in a process of its own. A run talks to this test process's Prefect API
+    (`shared_api_url`), as a user's run does to theirs through PREFECT_API_URL; `own_server` runs it as
+    it runs by default, starting and stopping a temporary server of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    if not own_server and args and args[0] in ("run", "prune", "sweep"):
+        env["PREFECT_API_URL"] = shared_api_url()
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+_SHARED_API: dict[str, str] = {}
+
+
+def shared_api_url() -> str:
+    """The URL of one Prefect API server per test process, started on first use and stopped when the
+    process exits (and with it, if it dies: `tied_to_parent`). Each flow run of the end-to-end tests
+    then saves the start and stop of a temporary server of its own (about 15 s on two cores); that
+    default path keeps its own tests (test_faults: SIGKILL, SIGTERM, runs left Running; test_deploy)."""
+    if "url" not in _SHARED_API:
+        import atexit
+        import shutil
+        import tempfile
+
+        from flows.deploy import TEMPORARY_API_ENVIRONMENT, api_command, free_port, server_urls, stop_process, tied_to_parent, wait_for_server
+
+        home = Path(tempfile.mkdtemp(prefix="prunebench-tests-prefect-"))
+        host, port = "127.0.0.1", free_port()
+        url = server_urls(host, port)[1]
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}, **TEMPORARY_API_ENVIRONMENT,
+               "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+        process = subprocess.Popen(tied_to_parent(api_command(host, port)), env=env)
+        wait_for_server(url, 180, process)
+        atexit.register(lambda: (stop_process(process, grace_s=10), shutil.rmtree(home, ignore_errors=True)))
+        _SHARED_API["url"] = url
+    return _SHARED_API["url"]
 
 
 def smoke_config(tmp: Path, cache_dir: Path, **study_changes) -> Path:

@@ -229,13 +229,13 @@ def killed_and_rerun(module_tmp, cache_dir, smollm2_checkpoint):
                                          env={"PRUNEBENCH_DB_LOCK_TIMEOUT_S": "1"})  # fmt: skip
     assert status != 0, locked_output[-3000:]
     # 3. the same command again, undisturbed
-    rerun = prunebench("run", str(config))
+    rerun = prunebench("run", str(config), own_server=True)  # the default path: a temporary server of its own
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     # 4. the checkpoint corrupted once more after a clean exit, and the calibration set truncated
     os.truncate(weights, whole_size // 3)
     (calibration,) = (tmp / "work" / "calibration").glob("*.safetensors")
     os.truncate(calibration, 100)
-    corrupt_rerun = prunebench("run", str(config))
+    corrupt_rerun = prunebench("run", str(config), own_server=True)
     assert corrupt_rerun.returncode == 0, corrupt_rerun.stderr[-4000:]
     return {"database": database, "before": before, "killed_output": killed_output, "locked_output": locked_output,
             "rerun": rerun, "corrupt_rerun": corrupt_rerun, "magnitude": magnitude, "half": half,

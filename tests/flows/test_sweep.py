@@ -152,16 +152,16 @@ def tiny_model(module_tmp, smollm2_checkpoint) -> Path:
     return tiny_llama(module_tmp("sweep-model") / "tiny-llama", smollm2_checkpoint)
 
 
-def _sweep(tmp: Path, tiny_model: Path, cache_dir: Path, *options: str):
+def _sweep(tmp: Path, tiny_model: Path, cache_dir: Path, *options: str, own_server: bool = False):
     config = write_config(tmp, "sweep-smoke", tiny_model, METHODS, cache_dir)
-    result = prunebench("sweep", str(config), "--sparsity", "0.3,0.5", "--drop-ratio", "0.25", *options)
+    result = prunebench("sweep", str(config), "--sparsity", "0.3,0.5", "--drop-ratio", "0.25", *options, own_server=own_server)
     assert result.returncode == 0, result.stderr[-4000:]
     return tmp / "results.duckdb", result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
 def thread_sweep(module_tmp, tiny_model, cache_dir):
-    return _sweep(module_tmp("sweep-thread"), tiny_model, cache_dir, "--concurrency", "2")
+    return _sweep(module_tmp("sweep-thread"), tiny_model, cache_dir, "--concurrency", "2", own_server=True)  # Prefect's own database is read below
 
 
 @pytest.fixture(scope="module")

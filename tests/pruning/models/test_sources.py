@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 
@@ -73,7 +74,7 @@ def test_missing_path_is_a_model_source_error(tmp_path):
 
 
 def test_uncached_hub_id_says_how_to_fetch_it(tmp_path):
-    with pytest.raises(ModelSourceError, match=r"prunebench-test/not-cached-anywhere.*huggingface-cli download"):
+    with pytest.raises(ModelSourceError, match=r"prunebench-test/not-cached-anywhere.*`hf download prunebench-test/not-cached-anywhere`"):
         resolve_checkpoint(spec("prunebench-test/not-cached-anywhere"), tmp_path)
 
 
@@ -156,3 +157,128 @@ def test_a_device_this_machine_lacks_is_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert device_problem("cuda:1") is None
     assert device_problem("cuda:2") == "'cuda:2': this machine has 2 CUDA device(s), numbered from 0"
+
+
+# ---------------------------------------------------------------------------- the Hugging Face cache
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_repo(hub, repo_id: str, checkpoint, commit: str = COMMIT):
+    """`checkpoint`'s files as `hf download repo_id` leaves them in the hub cache: blobs/<sha256> holds each
+    file's bytes, snapshots/<commit>/<name> links to its blob, refs/main names the commit."""
+    import hashlib
+    import os
+
+    folder = hub / f"models--{repo_id.replace('/', '--')}"
+    snapshot = folder / "snapshots" / commit
+    (folder / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in sorted(p for p in checkpoint.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")):
+        blob = folder / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copyfile(file, blob)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)  # no newline, as huggingface_hub writes it
+    return folder
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty hub cache under a fresh HF_HOME, set after huggingface_hub was imported (it reads the
+    variables once, at import: the cache must still be found from them at call time)."""
+    import huggingface_hub  # noqa: F401 - imported first on purpose
+
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return tmp_path / "hf-home" / "hub"
+
+
+@pytest.fixture
+def cached_llama(hub, tmp_path, smollm2_checkpoint):
+    """A tiny random-init Llama with SmolLM2's tokenizer, saved with save_pretrained, in the hub cache as org/tiny-llama."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    saved = tmp_path / "saved"
+    model.save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
+    return model, hub_repo(hub, "org/tiny-llama", saved)
+
+
+def test_a_hub_id_resolves_to_its_snapshot_in_the_cache_named_by_hf_home_and_loads(cached_llama, tmp_path):
+    model, folder = cached_llama
+    snapshot = resolve_checkpoint(spec("org/tiny-llama"), tmp_path / "models")
+    assert snapshot == folder / "snapshots" / COMMIT
+    assert (snapshot / "model.safetensors").is_symlink()
+    reloaded, tokenizer = load_model(snapshot, spec("org/tiny-llama"))
+    assert tokenizer is not None and tokenizer("a hub model").input_ids
+    ids = torch.arange(12).reshape(2, 6)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+    assert not (tmp_path / "models").exists()  # read in place, never copied into prunebench's cache
+
+
+def test_hf_hub_cache_wins_over_hf_home(cached_llama, tmp_path, monkeypatch):
+    _, folder = cached_llama
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    with pytest.raises(ModelSourceError, match=re.escape(str(tmp_path / "elsewhere" / "models--org--tiny-llama"))):
+        resolve_checkpoint(spec("org/tiny-llama"), tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder.parent))
+    assert resolve_checkpoint(spec("org/tiny-llama"), tmp_path) == folder / "snapshots" / COMMIT
+
+
+def test_validate_reads_a_config_whose_source_is_a_hub_id(cached_llama, tmp_path, capsys, cache_dir):
+    """`prunebench validate` (the CLI's own entry point) resolves the id in the cache, counts its parameters and
+    fits the Llama adapter to it, before any weight loads."""
+    import yaml
+
+    from flows import cli
+
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "hub",
+        "studies": [{"model": {"source": "org/tiny-llama", "dtype": "float32"},
+                     "calibration": {"n_samples": 4, "seq_len": 32, "batch_size": 4},
+                     "methods": [{"name": "dense"}, {"name": "wanda", "sparsity": 0.5}],
+                     "eval": {"suites": ["jargon_ppl"], "limit": 2}}],
+        "output": {"database": str(tmp_path / "results.duckdb"), "workdir": str(tmp_path / "work"), "cache": str(cache_dir)},
+    }))  # fmt: skip
+    assert cli.main(["validate", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "org/tiny-llama: 2 method(s) on jargon_ppl" in out and out.rstrip().endswith(f"{config}: ok")
+    (cached_llama[1] / "refs" / "main").write_text("f" * 40)
+    assert cli.main(["validate", str(config)]) != 0
+    assert "refs/main names commit " + "f" * 40 in capsys.readouterr().err
+
+
+def resolve_error(source: str, tmp_path) -> str:
+    """The one-line ModelSourceError resolving `source` fails with."""
+    with pytest.raises(ModelSourceError) as failed:
+        resolve_checkpoint(spec(source), tmp_path)
+    message = str(failed.value)
+    assert "\n" not in message
+    return message
+
+
+def test_an_id_not_in_the_cache_names_where_it_looked_and_how_to_get_it(hub, tmp_path):
+    message = resolve_error("org/not-cached", tmp_path)
+    assert message.startswith(f"model 'org/not-cached' is not a local directory and is not in the local Hugging Face cache "
+                              f"(looked for {hub / 'models--org--not-cached'}; ")  # fmt: skip
+    assert "`hf download org/not-cached`" in message and "set `source:` to a local directory" in message
+
+
+def test_refs_main_naming_a_missing_snapshot_is_named(cached_llama, tmp_path):
+    _, folder = cached_llama
+    shutil.rmtree(folder / "snapshots" / COMMIT)  # a copy of the cache that left the snapshot behind
+    message = resolve_error("org/tiny-llama", tmp_path)
+    assert message.startswith(f"model 'org/tiny-llama': {folder / 'refs' / 'main'} names commit {COMMIT}, but "
+                              f"{folder / 'snapshots' / COMMIT} is missing (an interrupted download or a partial copy); ")  # fmt: skip
+    assert "`hf download org/tiny-llama`" in message
+    (folder / "refs" / "main").unlink()
+    assert "has no refs/main (which snapshot to use)" in resolve_error("org/tiny-llama", tmp_path)
