@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from pruning.errors import PrunebenchError
+from pruning.files import MANIFEST
 from pruning.models.compressed import stored_format
 from pruning.models.sources import checkpoint_problem, load_model, save_checkpoint
 from pruning.specs import ModelSpec
@@ -38,7 +39,8 @@ def run_checkpoint(run: RunRecord, database: Path) -> Path:
     path = Path(run.checkpoint)
     if not path.is_dir():
         raise PrunebenchError(f"run {run.run_id}'s checkpoint {path} is gone (deleted, or not kept); {rebuild}")
-    problem = checkpoint_problem(path)
+    # a checkpoint a stage computed has a manifest to check it by; a dense run's is its model's own files
+    problem = checkpoint_problem(path) if (path / MANIFEST).is_file() else None
     if problem is not None:
         raise PrunebenchError(f"run {run.run_id}'s checkpoint is unusable: {problem}; {rebuild}")
     return path

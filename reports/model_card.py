@@ -54,7 +54,8 @@ def model_card(run: RunRecord, results: Sequence[ResultRow], manifest: dict | No
         "",
         f"# {run.model}, {run.method_label}",
         "",
-        f"`{run.model_source}` pruned with **{run.method}** by prunebench (run `{run.run_id}`, experiment "
+        (f"`{run.model_source}` as it is, the dense baseline" if run.method == "dense" else f"`{run.model_source}` pruned with **{run.method}**")
+        + f" by prunebench (run `{run.run_id}`, experiment "
         f"`{run.experiment}`, {run.finished_at:%Y-%m-%d %H:%M} UTC, git {run.git_commit}).",
         "",
         "| | |",

@@ -38,9 +38,12 @@ def recorded(tmp_path, smollm2_checkpoint):
     checkpoint = save_checkpoint(model, tokenizer, tmp_path / "work" / "checkpoints" / "wanda-50pct-abc", compress=True, extra={
         "method": {"name": "wanda", "sparsity": 0.5}, "calibration": {"corpus": "jargon", "n_samples": 4, "seq_len": 16},
         "achieved_sparsity": report.achieved_sparsity})  # fmt: skip
+    own = tmp_path / "models" / "tiny"  # a dense run's checkpoint: the user's own files, no prunebench manifest
+    LlamaForCausalLM(model.config).save_pretrained(own)
     store = ResultStore(tmp_path / "results.duckdb")
     for bundle, path in ((synthetic_bundle("wanda-run", "wanda", "wanda 50%", sparsity=0.5, quality=0.8), checkpoint),
-                         (synthetic_bundle("gone-run", "magnitude", "magnitude 50%", sparsity=0.5, hours=1), tmp_path / "deleted")):  # fmt: skip
+                         (synthetic_bundle("gone-run", "magnitude", "magnitude 50%", sparsity=0.5, hours=1), tmp_path / "deleted"),
+                         (synthetic_bundle("dense-run", "dense", "dense", hours=2), own)):  # fmt: skip
         store.record(bundle.model_copy(update={"run": bundle.run.model_copy(update={"checkpoint": str(path)})}))
     return model, store.path
 
@@ -101,3 +104,10 @@ def test_a_run_whose_checkpoint_is_gone_says_so_and_how_to_rebuild_it(recorded, 
     assert error.count("\n") == 1 and f"checkpoint {tmp_path / 'deleted'} is gone (deleted, or not kept)" in error
     assert "re-run its config to rebuild it: `prunebench run CONFIG` with the config of experiment 'main'" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dense_run_exports_its_models_own_files(recorded, tmp_path):
+    _, database = recorded
+    assert export(database, "dense-run", tmp_path / "dense-export") == 0
+    assert "quantization_config" not in json.loads((tmp_path / "dense-export" / "config.json").read_text())  # nothing sparse
+    assert "the dense baseline" in (tmp_path / "dense-export" / "README.md").read_text()
