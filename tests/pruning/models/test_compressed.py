@@ -132,3 +132,16 @@ def test_a_pruned_vlm_round_trips_compressed(tiny_vlm, tmp_path, family):
     pruned = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and (module.weight == 0).float().mean() > 0.4]
     assert sorted(name.removesuffix(".bitmask") for name in compressed) == sorted(pruned)
     assert_same_state(model, load_model(path, ModelSpec(source=str(path)))[0])
+
+
+def test_a_sharded_checkpoint_compresses_shard_by_shard_and_its_index_follows(tiny_model, calibration_batch, tmp_path):
+    from pruning.models.compressed import compress_checkpoint
+
+    model = pruned(tiny_model, calibration_batch, "magnitude")
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB", save_original_format=False)
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 2
+    linears = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    assert compress_checkpoint(tmp_path / "sharded", linears) == "sparse-bitmask"
+    weight_map = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert "model.layers.1.self_attn.q_proj.bitmask" in weight_map and "model.layers.1.self_attn.q_proj.weight" not in weight_map
+    assert_same_state(model, load_model(tmp_path / "sharded", ModelSpec(source=str(tmp_path / "sharded")))[0])
