@@ -16,6 +16,7 @@ import inspect
 import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -30,6 +31,7 @@ from pruning.local.report import PrunedLayer, PruneReport, zero_fraction
 from pruning.local.selection import n_m_sparsity
 from pruning.local.statistics import STATISTICS, Statistic
 from pruning.models.adapters import Adapter, BlockGroup, Modality, as_block_output, blocks, prunable_linears
+from pruning.models.offload import dormant, input_device, onloaded
 from pruning.specs import BlockReturns
 
 
@@ -46,6 +48,7 @@ def prune_model(
     options: Mapping[str, Any] | None = None,
     modality_options: Mapping[str, Mapping[str, Any]] | None = None,
     exclude_padding: bool = False,
+    execution_device: str | torch.device | None = None,
 ) -> PruneReport:
     """Prune every prunable linear of `model` in place with the local method `method_name`.
 
@@ -58,6 +61,7 @@ def prune_model(
     are the pruner's own keyword arguments (SparseGPT's `blocksize`, `damp`); `modality_options`
     adds some for one modality's blocks only (Wanda's `selection` in the vision tower).
     `exclude_padding` leaves padded positions out of the statistics (see `walk_blocks`).
+    `execution_device`: where to compute (see `walk_blocks`).
     """
     pruner = local_pruner(method_name)
     targets = _block_targets(model, adapter, block_sparsity, target, n_m)
@@ -88,7 +92,8 @@ def prune_model(
             )
 
     walk_blocks(
-        model, adapter, pruner.statistic, calibration, prune_block, batch_size, f"prune {method_name}", progress, exclude_padding
+        model, adapter, pruner.statistic, calibration, prune_block, batch_size, f"prune {method_name}", progress, exclude_padding,
+        execution_device,
     )
     return PruneReport(method=method_name, layers=tuple(pruned_layers))
 
@@ -106,6 +111,7 @@ def walk_blocks(
     desc: str = "walk",
     progress: bool = True,
     exclude_padding: bool = False,
+    execution_device: str | torch.device | None = None,
 ) -> None:
     """Call `visit(group, index, linears, statistics)` on every block in forward order, then feed the
     block's outputs, as `visit` left the block (pruned or not), to the next block.
@@ -116,6 +122,11 @@ def walk_blocks(
 
     With `exclude_padding`, the language blocks' statistics leave out the positions where a batch's
     `attention_mask` is 0 (`padding_masks`); vision blocks' tokens are image patches, which have none.
+
+    `execution_device` None, or the device the weights are on, runs the model where it is. Another
+    device, or any device for a model `offload_model` stored, onloads it block by block
+    (`pruning.models.offload`): each block is on that device for its statistics, `visit` and
+    propagation, then written back, so `visit` sees (and changes) the block's device copy.
     """
     needs_inputs = statistic != "none"
     if needs_inputs and calibration is None:
@@ -124,7 +135,7 @@ def walk_blocks(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), tqdm(
+        with torch.no_grad(), onloaded(model, adapter, execution_device) as onloader, tqdm(
             total=sum(len(blocks(model, group)) for group in adapter.groups), desc=desc, unit="block", disable=not progress
         ) as bar:
             for group in adapter.groups:
@@ -133,12 +144,13 @@ def walk_blocks(
                 masked = inputs is not None and exclude_padding and group.modality == "language"
                 token_masks = padding_masks(batches, inputs, group.path) if masked else None
                 for index, block in enumerate(stack):
-                    linears = prunable_linears(block, group)
-                    statistics = _gather_statistics(statistic, block, index, linears, inputs, token_masks) if inputs is not None else {}
-                    visit(group, index, linears, statistics)
-                    # the last block's outputs feed no block of this group; the next group captures afresh
-                    if inputs is not None and index + 1 < len(stack):
-                        inputs.advance(block, index)
+                    with onloader.block(block) if onloader is not None else nullcontext():
+                        linears = prunable_linears(block, group)
+                        statistics = _gather_statistics(statistic, block, index, linears, inputs, token_masks) if inputs is not None else {}
+                        visit(group, index, linears, statistics)
+                        # the last block's outputs feed no block of this group; the next group captures afresh
+                        if inputs is not None and index + 1 < len(stack):
+                            inputs.advance(block, index)
                     bar.update()
     finally:
         model.train(was_training)
@@ -266,10 +278,10 @@ def capture_group_inputs(
     originals = [block.__dict__.get("forward") for block in stack]  # accelerate may have set one
     for index, block in enumerate(stack):
         block.forward = recorder(index)
-    device = next(model.parameters()).device
+    device = input_device(model)
     no_cache = {"use_cache": False} if keeps_a_cache(model) else {}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), dormant(model, stack):  # an onloaded model leaves the stubbed blocks where they are
             for batch in batches:
                 returned[0] = None
                 try:
