@@ -93,7 +93,8 @@ def zeroth_order_scores(
 
     `execution_device`: where to compute, onloading the model block by block when its weights are
     elsewhere (`pruning.models.offload`); the perturbed block stays on the device while it is scored,
-    so its noise is drawn there, as in an unoffloaded run."""
+    so its noise is drawn there, as in an unoffloaded run (the device holds two blocks: that one and
+    the one the forward runs)."""
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
     if estimator not in ("per_tensor", "per_block"):

@@ -160,3 +160,23 @@ def test_disk_offload_maps_the_blocks_from_files_and_prunes_the_same_bits(method
     assert len(block_files()) == N_LAYERS  # the pruned weights were written back into the mapped files
     for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(ours, theirs), name
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen3_vl", "blip-2+opt"])
+def test_a_vlm_is_onloaded_block_by_block_through_both_towers(family, tiny_vlm, monkeypatch):
+    """The language group's capture runs the (pruned) vision tower: its blocks come over on demand, one at a time."""
+    reference, batches = tiny_vlm(family)
+    model = copy.deepcopy(reference)
+    prune_model(reference, adapter_for(reference), "wanda", batches, target=0.5, progress=False)
+
+    offload_model(model, adapter_for(model), "cpu")
+    ledger = DeviceLedger(monkeypatch, model)
+    handles = computes_on_copies(model, ledger)
+    prune_model(model, adapter_for(model), "wanda", batches, target=0.5, progress=False, execution_device="cpu")
+    for handle in handles:
+        handle.remove()
+
+    assert ledger.peak_blocks == 1
+    assert ledger.on_device == {}
+    for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(ours, theirs), name
