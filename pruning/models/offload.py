@@ -227,13 +227,14 @@ def offload_model(model: nn.Module, adapter: Adapter, where: Offload, folder: st
         raise ValueError(f"offload must be 'none', 'cpu' or 'disk', got {where!r}")
     model.to("cpu")
     if where == "disk":
-        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="prunebench-offload-"))
+        made = folder is None
+        folder = Path(tempfile.mkdtemp(prefix="prunebench-offload-")) if made else Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for group in adapter.groups:
             for index, block in enumerate(blocks(model, group)):
                 _map_to_file(block, folder / f"{group.modality}-{index}.safetensors")
-        if not any(folder.iterdir()):
-            folder.rmdir()
+        if made:
+            folder.rmdir()  # empty: every file is unlinked once mapped
     model.__dict__[_STORAGE] = where
     return model
 
