@@ -81,3 +81,13 @@ def test_offload_is_no_part_of_a_models_identity_or_dump():
     assert plain.model_dump() == offloaded.model_dump()
     with pytest.raises(ValueError, match="offload"):
         ModelSpec(source="packaged:smollm2-135m", offload="gpu")
+
+
+def test_a_disk_offloaded_model_saves_a_checkpoint_that_loads_the_same(tmp_path):
+    model = tiny_llama()
+    expected = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    offload_model(model, adapter_for(model), "disk", folder=tmp_path / "offload")
+    checkpoint = save_checkpoint(model, None, tmp_path / "saved")  # views of one mapping per block, saved apart
+    reloaded, _ = load_model(checkpoint, ModelSpec(source=str(checkpoint)))
+    assert reloaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in reloaded.state_dict().items())
