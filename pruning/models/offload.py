@@ -108,9 +108,7 @@ def _offload(resident: Resident, write_back: bool) -> None:
 class Onloader:
     """Which blocks are on the execution device now; see the module docstring."""
 
-    model: nn.Module
     device: torch.device
-    stacks: list[nn.ModuleList]
     _pinned: dict[int, Resident] = field(default_factory=dict)  # explicitly onloaded blocks, by id
     _on_demand: dict[int, Resident] = field(default_factory=dict)  # blocks onloaded by their forward's hooks
     _dormant: set[int] = field(default_factory=set)  # blocks whose forward is a stub: never onloaded
@@ -193,7 +191,7 @@ def onloaded(model: nn.Module, adapter: Adapter, execution_device: str | torch.d
         yield None
         return
     in_blocks = {id(module) for stack in stacks for block in stack for module in block.modules()}
-    onloader = Onloader(model, device, stacks)
+    onloader = Onloader(device)
     rest = _onload([module for module in model.modules() if id(module) not in in_blocks], device)
     handles = []
     try:
