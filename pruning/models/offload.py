@@ -210,10 +210,13 @@ def onloaded(model: nn.Module, adapter: Adapter, execution_device: str | torch.d
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
-    if a.type != b.type:
-        return False
-    index = lambda d: d.index if d.index is not None else (torch.cuda.current_device() if d.type == "cuda" else 0)  # noqa: E731
-    return index(a) == index(b)
+    """`cuda` and `cuda:N` are one device when N is the current one."""
+    def index(device: torch.device) -> int:
+        if device.index is not None:
+            return device.index
+        return torch.cuda.current_device() if device.type == "cuda" else 0
+
+    return a.type == b.type and index(a) == index(b)
 
 
 def offload_model(model: nn.Module, adapter: Adapter, where: Offload, folder: str | Path | None = None) -> nn.Module:
