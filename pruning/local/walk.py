@@ -140,7 +140,9 @@ def walk_blocks(
         ) as bar:
             for group in adapter.groups:
                 stack = blocks(model, group)
-                inputs = capture_group_inputs(model, stack, batches, group.returns) if needs_inputs else None
+                # an onloaded walk parks the hidden states in CPU memory: the device holds one block and one batch
+                park = torch.device("cpu") if onloader is not None else None
+                inputs = capture_group_inputs(model, stack, batches, group.returns, park) if needs_inputs else None
                 masked = inputs is not None and exclude_padding and group.modality == "language"
                 token_masks = padding_masks(batches, inputs, group.path) if masked else None
                 for index, block in enumerate(stack):
@@ -220,15 +222,25 @@ class GroupInputs:
     mask, rotary embeddings, position ids, as the model's own forward passed them.
     `injections[block][batch]` is what the model adds to the block's output before the next block
     (Qwen3-VL's DeepStack visual features), None where it passes the output on unchanged.
+
+    `parked`: where the hidden states and injections wait between blocks when not where the blocks
+    run (an onloaded walk parks them in CPU memory: 2 GiB for a 7B's 128 x 2048 calibration tokens in
+    bf16, more than a block), each batch's moved to `device` for its forward; None: they stay where computed.
     """
 
     hidden_states: list[Tensor]
     block_args: list[list[tuple[tuple, dict]]]
     injections: list[list[Tensor | None]]
+    parked: torch.device | None = None
+    device: torch.device | None = None  # where the blocks run, when `parked`
+
+    def compute_device(self, batch: int) -> torch.device:
+        """Where batch `batch` is computed on."""
+        return self.device if self.parked is not None else self.hidden_states[batch].device
 
     def run(self, block: nn.Module, index: int, batch: int) -> Tensor:
         args, kwargs = self.block_args[index][batch]
-        outputs = block(self.hidden_states[batch], *args, **kwargs)
+        outputs = block(self.hidden_states[batch].to(self.compute_device(batch)), *args, **kwargs)
         return outputs[0] if isinstance(outputs, (tuple, list)) else outputs  # layers return either
 
     def advance(self, block: nn.Module, index: int) -> None:
@@ -236,11 +248,16 @@ class GroupInputs:
         for batch in range(len(self.hidden_states)):
             outputs = self.run(block, index, batch)
             injection = self.injections[index][batch]
-            self.hidden_states[batch] = outputs if injection is None else outputs + injection
+            outputs = outputs if injection is None else outputs + injection.to(outputs.device)
+            self.hidden_states[batch] = outputs if self.parked is None else outputs.to(self.parked)
 
 
 def capture_group_inputs(
-    model: nn.Module, stack: nn.ModuleList, batches: Sequence[Mapping[str, Any]], returns: BlockReturns = "tensor"
+    model: nn.Module,
+    stack: nn.ModuleList,
+    batches: Sequence[Mapping[str, Any]],
+    returns: BlockReturns = "tensor",
+    park: torch.device | None = None,
 ) -> GroupInputs:
     """Run the model on each batch with the group's blocks swapped for recording stubs (which return
     what the blocks do: `BlockGroup.returns`).
@@ -252,9 +269,12 @@ def capture_group_inputs(
     reaches a stub other than the tensor the previous stub returned was added between the two
     blocks; it is kept as that block's injection (assumed additive, as DeepStack's is). Objects
     shared by the model's forward (one mask for all full-attention layers) stay shared, so this
-    holds little beyond the first block's inputs and the injections.
+    holds little beyond the first block's inputs and the injections, which wait on `park` if given
+    (`GroupInputs.parked`).
     """
-    inputs = GroupInputs(hidden_states=[], block_args=[[] for _ in stack], injections=[[] for _ in stack])
+    device = input_device(model)
+    inputs = GroupInputs(hidden_states=[], block_args=[[] for _ in stack], injections=[[] for _ in stack], parked=park, device=device)
+    to_park = (lambda tensor: tensor) if park is None else (lambda tensor: None if tensor is None else tensor.to(park))
     last = len(stack) - 1
     returned: list[Tensor | None] = [None]  # what the previous stub handed back, in the current forward
 
@@ -262,9 +282,9 @@ def capture_group_inputs(
         def record(*args, **kwargs):
             hidden_states, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
             if index == 0:
-                inputs.hidden_states.append(hidden_states)
+                inputs.hidden_states.append(to_park(hidden_states))
             else:
-                inputs.injections[index - 1].append(_injection(returned[0], hidden_states, index))
+                inputs.injections[index - 1].append(to_park(_injection(returned[0], hidden_states, index)))
             # the walk runs each block many times; a cache would make every run attend to the previous ones
             kwargs = {name: None if isinstance(value, Cache) else value for name, value in kwargs.items()}
             inputs.block_args[index].append((args, kwargs))
@@ -278,7 +298,6 @@ def capture_group_inputs(
     originals = [block.__dict__.get("forward") for block in stack]  # accelerate may have set one
     for index, block in enumerate(stack):
         block.forward = recorder(index)
-    device = input_device(model)
     no_cache = {"use_cache": False} if keeps_a_cache(model) else {}
     try:
         with torch.no_grad(), dormant(model, stack):  # an onloaded model leaves the stubbed blocks where they are
@@ -362,7 +381,7 @@ def padding_masks(batches: Sequence[Mapping[str, Any]], inputs: GroupInputs, pat
     transformers 5); a model whose blocks see another number of positions is refused.
     """
     masks: list[Tensor | None] = []
-    for batch, hidden_states in zip(batches, inputs.hidden_states):
+    for index, (batch, hidden_states) in enumerate(zip(batches, inputs.hidden_states)):
         attention_mask = batch.get("attention_mask")
         if attention_mask is None or bool(attention_mask.all()):
             masks.append(None)
@@ -372,7 +391,7 @@ def padding_masks(batches: Sequence[Mapping[str, Any]], inputs: GroupInputs, pat
                 f"the blocks of {path} see positions of shape {tuple(hidden_states.shape[:2])} but the batch's attention_mask "
                 f"is {tuple(attention_mask.shape)}: the walk cannot tell which are padding (use padding: included)"
             )
-        masks.append(attention_mask.to(hidden_states.device).bool())
+        masks.append(attention_mask.to(inputs.compute_device(index)).bool())
     return masks
 
 

@@ -180,3 +180,27 @@ def test_a_vlm_is_onloaded_block_by_block_through_both_towers(family, tiny_vlm, 
     assert ledger.on_device == {}
     for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(ours, theirs), name
+
+
+def test_an_onloaded_walk_parks_the_hidden_states_in_cpu_memory(monkeypatch):
+    """The calibration set's hidden states (2 GiB for a 7B's 128 x 2048 tokens in bf16) wait in CPU memory
+    between blocks of an onloaded walk, each batch moved to the device for its forward; a walk that is not
+    onloaded keeps them where they are computed. The bits are those of the unoffloaded prune (above)."""
+    from pruning.local import walk
+
+    captured = []
+    capture = walk.capture_group_inputs
+
+    def recording(*args, **kwargs):
+        captured.append(capture(*args, **kwargs))
+        return captured[-1]
+
+    monkeypatch.setattr(walk, "capture_group_inputs", recording)
+    model = tiny_llama()
+    prune_model(model, adapter_for(model), "wanda", calibration(), target=0.5, batch_size=4, progress=False)
+    offloaded = offload_model(tiny_llama(), adapter_for(model), "cpu")
+    prune_model(offloaded, adapter_for(offloaded), "wanda", calibration(), target=0.5, batch_size=4, progress=False, execution_device="cpu")
+    on_device, parked = captured
+    assert on_device.parked is None and parked.parked == torch.device("cpu") and parked.device == torch.device("cpu")
+    assert all(hidden.device == parked.parked for hidden in parked.hidden_states)
+    assert len(parked.hidden_states) == 2  # 6 samples in batches of 4
