@@ -34,9 +34,10 @@ def measure_resources(interval_s: float = 0.05) -> Iterator[ResourceUsage]:
             peak[0] = max(peak[0], process.memory_info().rss)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    # every GPU's peak, not the current one's: a stage on cuda:1 allocates nothing on cuda:0
+    gpus = range(torch.cuda.device_count()) if torch.cuda.is_available() else range(0)
+    for gpu in gpus:
+        torch.cuda.reset_peak_memory_stats(gpu)
     start = time.perf_counter()
     sampler.start()
     try:
@@ -47,5 +48,5 @@ def measure_resources(interval_s: float = 0.05) -> Iterator[ResourceUsage]:
         peak[0] = max(peak[0], process.memory_info().rss)
         usage.wall_s = time.perf_counter() - start
         usage.peak_rss_gb = peak[0] / GIB
-        if cuda:
-            usage.peak_gpu_gb = torch.cuda.max_memory_allocated() / GIB
+        if gpus:
+            usage.peak_gpu_gb = max(torch.cuda.max_memory_allocated(gpu) for gpu in gpus) / GIB

@@ -110,6 +110,20 @@ class StudySpec(Spec):
                 )
         return methods
 
+    @model_validator(mode="after")
+    def _offloading_runs_forwards_only(self) -> "StudySpec":
+        """First-order scores need a backward through the whole model at once, which an offloaded model
+        (one block at a time on the device) cannot run: refused here rather than after the model loads."""
+        if self.model.offload != "none":
+            for index, method in enumerate(self.methods):
+                scores = getattr(method, "scores", None)
+                if scores is not None and scores.kind == "first":
+                    raise ValueError(
+                        f"methods.{index} ({method.base_label}): first-order scores need the whole model on the device "
+                        f"(a backward), but model.offload is {self.model.offload!r}; use score: zeroth, or offload: none"
+                    )
+        return self
+
 
 class OutputSpec(Spec):
     database: Path = Path("results/prunebench.duckdb")

@@ -16,7 +16,7 @@ def oneline_config(
     model: str, method: str, *, sparsity: float | None = None, drop_ratio: float | None = None, fields: list[str] = (),
     calibration: str | None = None, n_samples: int | None = None, seq_len: int | None = None, suites: str = "jargon_ppl",
     limit: int | None = None, dtype: str | None = None, device: str | None = None, database: Path, workdir: Path | None = None,
-    cache: Path | None = None,
+    cache: Path | None = None, offload: str | None = None,
 ) -> dict:  # fmt: skip
     """The config of one model pruned by one method, beside its dense baseline, as a plain dict (YAML-able)."""
     entry: dict = {"name": method}
@@ -33,7 +33,7 @@ def oneline_config(
         except yaml.YAMLError:
             raise ConfigError(f"--set {field!r}: {value!r} is not a YAML value") from None
     study: dict = {"model": {"source": model}, "methods": [{"name": "dense"}, entry]}
-    study["model"].update({key: value for key, value in (("dtype", dtype), ("device", device)) if value is not None})
+    study["model"].update({key: value for key, value in (("dtype", dtype), ("device", device), ("offload", offload)) if value is not None})
     chosen = {key: value for key, value in (("corpus", calibration), ("n_samples", n_samples), ("seq_len", seq_len)) if value is not None}
     if chosen:
         study["calibration"] = chosen

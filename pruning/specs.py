@@ -181,6 +181,16 @@ class ModelSpec(Spec):
     )
     # A display name, like a method's `id`: left out of dumps, so no identity, hash or cache key sees it.
     name: str | None = Field(None, min_length=1, exclude=True, description="your label for this model (default: the source's last part)")
+    # Where the weights wait while one block at a time runs on `device` (`pruning.models.offload`). It
+    # changes no number (masks and weights are bit-identical with and without it, tested), only what
+    # memory a stage needs, so like `name` it is left out of dumps: no model identity, hash or cache key
+    # sees it, and a stage computed without offloading is reused with it, and the other way round.
+    offload: Literal["none", "cpu", "disk"] = Field(
+        "none",
+        exclude=True,
+        description="none: the whole model on `device`; cpu: weights in CPU memory, one block at a time on `device` "
+        "(for a model larger than the GPU); disk: the blocks' weights memory-mapped from files (TMPDIR) as well",
+    )
     _label: str | None = PrivateAttr(None)
 
     @property

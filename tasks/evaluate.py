@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 from prefect import task
@@ -8,6 +9,8 @@ from evals.lm_eval_bridge import evaluate
 from evals.suites import IMAGE_SUITES, LOCAL_SUITES
 from evals.measure import measure_resources
 from flows.config import EvalSpec, spec_hash
+from pruning.models.adapters import adapter_for
+from pruning.models.offload import onloaded
 from pruning.models.sources import is_multimodal, load_model, text_tokenizer
 from pruning.specs import ModelSpec
 from tasks.artifacts import CheckpointRef, EvalScores
@@ -39,8 +42,10 @@ def eval_scores(
     samples_dir = None
     if samples_root is not None:
         samples_dir = Path(samples_root) / model.label / spec_hash(checkpoint.model_dump(), eval, str(task_files), code_digest(__name__))
-    with measure_resources() as usage:
+    with measure_resources() as usage, ExitStack() as onloading:
         network, preprocessor = load_model(Path(checkpoint.path), model)
+        if model.offload != "none":  # its forwards run on `model.device`, one block there at a time (`pruning.models.offload`)
+            onloading.enter_context(onloaded(network, adapter_for(network, model.declared_adapter()), model.device))
         multimodal = is_multimodal(preprocessor)
         if multimodal:
             text_suites = [name for name in eval.suites if name in LOCAL_SUITES]

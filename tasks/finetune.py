@@ -76,7 +76,8 @@ def finetuned_checkpoint(
     model's has nothing sparse and is written plain). Saved atomically."""
     logger = get_run_logger()
     with measure_resources() as usage:
-        network, preprocessor = load_model(Path(checkpoint.path), model)
+        # training holds every layer's activations for the backward: the whole model goes on the device
+        network, preprocessor = load_model(Path(checkpoint.path), model.model_copy(update={"offload": "none"}))
         examples = finetune_examples(preprocessor, corpus, finetune_spec, Path(cache_dir))
 
         def log_step(step: int, loss: float, lr: float) -> None:

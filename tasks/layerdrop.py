@@ -32,7 +32,8 @@ def layer_redundancy_scores(
         adapter = adapter_for(network, model.declared_adapter())
         inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
         redundancy = layer_redundancy(
-            network, adapter, inputs, batch_size=calibration.batch_size, states=measure.states, padding=measure.padding
+            network, adapter, inputs, batch_size=calibration.batch_size, states=measure.states, padding=measure.padding,
+            execution_device=model.device,
         )
         protected = sorted(protected_layers(network, adapter))
     return LayerRedundancyResult(**redundancy.to_dict(), protected=protected, usage=stamp(usage))
@@ -55,7 +56,10 @@ def sleb_removal_order(
         inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
         if n_samples is not None:  # token ids: rows; image QA: whole batches covering n_samples
             inputs = inputs[:n_samples] if hasattr(inputs, "shape") else inputs[: math.ceil(n_samples / calibration.batch_size)]
-        order = sleb_order(network, adapter_for(network, model.declared_adapter()), inputs, n_drop, batch_size=calibration.batch_size, never=never)
+        order = sleb_order(
+            network, adapter_for(network, model.declared_adapter()), inputs, n_drop, batch_size=calibration.batch_size, never=never,
+            execution_device=model.device,
+        )
     return SlebResult(**order.to_dict(), usage=stamp(usage))
 
 

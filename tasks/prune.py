@@ -66,6 +66,7 @@ def pruned_checkpoint(
             options=method.local_options(),
             modality_options=method.modality_options(),
             exclude_padding=method.exclude_padding,
+            execution_device=model.device,  # where the weights are, unless `model.offload` left them elsewhere
         )
         slug = checkpoint_slug(method.base_label)
         dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(method, calibration, base.model_dump(), code_digest(__name__), {'compress': compress, 'dtype': model.dtype})}"  # one base in two dtypes: two checkpoints

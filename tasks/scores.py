@@ -28,14 +28,14 @@ def block_scores(
         adapter = adapter_for(network, model.declared_adapter())
         inputs = calibration_inputs(Path(calibration_path), preprocessor, calibration.batch_size)
         if scores.kind == "outlier_ratio":
-            result = outlier_ratios(network, adapter, inputs, scores.outlier_m, calibration.batch_size)
+            result = outlier_ratios(network, adapter, inputs, scores.outlier_m, calibration.batch_size, execution_device=model.device)
             used = calibration_batches(inputs, calibration.batch_size)
         else:
             used = _first_samples(calibration_batches(inputs, calibration.batch_size), scores.n_samples)
             if scores.kind == "zeroth":
                 result = zeroth_order_scores(
                     network, adapter, used, scores.epsilon, scores.seed, scores.aggregate, scores.weighted,
-                    estimator=scores.estimator,
+                    estimator=scores.estimator, execution_device=model.device,
                 )
             else:
                 result = first_order_scores(network, adapter, used, scores.aggregate)

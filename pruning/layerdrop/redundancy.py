@@ -37,6 +37,7 @@ from pruning.errors import AdapterError
 from pruning.layerdrop.surgery import droppable_group, protected_layers, skipping_layers
 from pruning.local.walk import calibration_batches, capture_group_inputs, keeps_a_cache
 from pruning.models.adapters import Adapter, blocks
+from pruning.models.offload import input_device, onloaded
 from pruning.specs import BlockReturns
 from pruning.scores.common import calibration_loss
 
@@ -109,12 +110,14 @@ def layer_redundancy(
     progress: bool = True,
     states: HiddenStates = "block_io",
     padding: Padding = "masked",
+    execution_device: str | torch.device | None = None,
 ) -> LayerRedundancy:
     """Cosine matrices between the decoder's hidden states h_0..h_L (`states`, `padding`: module docstring).
 
     Batch by batch: the batch's L+1 unit-normalised hidden states (fp32) are reduced to two (L+1)^2
     Gram sums and the sum of per-sequence last-token angles, so memory holds one batch's hidden
-    states at a time.
+    states at a time. `execution_device`: where to compute, onloading the model block by block when
+    its weights are elsewhere (`pruning.local.walk.walk_blocks`).
     """
     if states not in ("block_io", "output_hidden_states"):
         raise ValueError(f"states must be 'block_io' or 'output_hidden_states', got {states!r}")
@@ -130,7 +133,9 @@ def layer_redundancy(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), tqdm(total=len(batches), desc="layer redundancy", unit="batch", disable=not progress) as bar:
+        with torch.no_grad(), onloaded(model, adapter, execution_device), tqdm(
+            total=len(batches), desc="layer redundancy", unit="batch", disable=not progress
+        ) as bar:
             for batch in batches:
                 boundary = _boundary_states(model, stack, batch, states, droppable_group(adapter).returns)
                 hidden = next(boundary)
@@ -170,7 +175,7 @@ def _boundary_states(
 ) -> Iterator[Tensor]:
     """h_0, h_1, ..., h_L of one batch, one at a time."""
     if states == "output_hidden_states":
-        device = next(model.parameters()).device
+        device = input_device(model)
         inputs = {name: value.to(device) if isinstance(value, Tensor) else value for name, value in batch.items() if name != "labels"}
         outputs = model(**inputs, output_hidden_states=True, **({"use_cache": False} if keeps_a_cache(model) else {}))
         hidden_states = getattr(outputs, "hidden_states", None)
@@ -248,6 +253,7 @@ def sleb_order(
     batch_size: int = 8,
     progress: bool = True,
     never: Collection[int] = (),
+    execution_device: str | torch.device | None = None,
 ) -> SlebOrder:
     """Remove, one at a time, the decoder layer whose removal (with those already removed) raises the
     calibration NLL least; every remaining layer is re-evaluated after each removal (SLEB, Alg. 1).
@@ -256,6 +262,7 @@ def sleb_order(
     protected (DeepStack) layers and the layers in `never` are never candidates (the SLEB reference,
     jiwonsong-dev/SLEB `sleb.py`, never tries the first `early_barrier` = 1 and last `latter_barrier`
     = 1 blocks). Ties go to the lower index (the reference keeps the first strict minimum too).
+    `execution_device`: as `layer_redundancy`'s.
     """
     n_layers = len(blocks(model, droppable_group(adapter)))
     excluded = protected_layers(model, adapter) | frozenset(never)
@@ -269,7 +276,9 @@ def sleb_order(
     model.eval()
     try:
         n_trials = sum(len(candidates) - step for step in range(n_drop))
-        with torch.no_grad(), tqdm(total=n_trials, desc="sleb", unit="trial", disable=not progress) as bar:
+        with torch.no_grad(), onloaded(model, adapter, execution_device), tqdm(
+            total=n_trials, desc="sleb", unit="trial", disable=not progress
+        ) as bar:
             dense_nll = calibration_nll(model, batches)
             for _ in range(n_drop):
                 trials = {}

@@ -19,6 +19,7 @@ from torch import nn
 from pruning.errors import AdapterError
 from pruning.layerdrop.selection import DropPlan
 from pruning.models.adapters import Adapter, BlockGroup, as_block_output, blocks, get_submodule
+from pruning.models.offload import dormant
 
 # config lists with one entry per decoder layer, read by position in the decoders' forward or __init__
 PER_LAYER_CONFIG_LISTS = ("layer_types", "no_rope_layers")
@@ -109,7 +110,8 @@ def skipping_layers(model: nn.Module, adapter: Adapter, skip: Iterable[int]) -> 
     for index in skip:
         stack[index].forward = pass_through
     try:
-        yield
+        with dormant(model, [stack[index] for index in skip]):  # an onloaded model leaves skipped layers where they are
+            yield
     finally:
         for index, original in originals.items():
             if original is None:

@@ -16,6 +16,7 @@ import inspect
 import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -30,6 +31,7 @@ from pruning.local.report import PrunedLayer, PruneReport, zero_fraction
 from pruning.local.selection import n_m_sparsity
 from pruning.local.statistics import STATISTICS, Statistic
 from pruning.models.adapters import Adapter, BlockGroup, Modality, as_block_output, blocks, prunable_linears
+from pruning.models.offload import dormant, input_device, onloaded
 from pruning.specs import BlockReturns
 
 
@@ -46,6 +48,7 @@ def prune_model(
     options: Mapping[str, Any] | None = None,
     modality_options: Mapping[str, Mapping[str, Any]] | None = None,
     exclude_padding: bool = False,
+    execution_device: str | torch.device | None = None,
 ) -> PruneReport:
     """Prune every prunable linear of `model` in place with the local method `method_name`.
 
@@ -58,6 +61,7 @@ def prune_model(
     are the pruner's own keyword arguments (SparseGPT's `blocksize`, `damp`); `modality_options`
     adds some for one modality's blocks only (Wanda's `selection` in the vision tower).
     `exclude_padding` leaves padded positions out of the statistics (see `walk_blocks`).
+    `execution_device`: where to compute (see `walk_blocks`).
     """
     pruner = local_pruner(method_name)
     targets = _block_targets(model, adapter, block_sparsity, target, n_m)
@@ -88,7 +92,8 @@ def prune_model(
             )
 
     walk_blocks(
-        model, adapter, pruner.statistic, calibration, prune_block, batch_size, f"prune {method_name}", progress, exclude_padding
+        model, adapter, pruner.statistic, calibration, prune_block, batch_size, f"prune {method_name}", progress, exclude_padding,
+        execution_device,
     )
     return PruneReport(method=method_name, layers=tuple(pruned_layers))
 
@@ -106,6 +111,7 @@ def walk_blocks(
     desc: str = "walk",
     progress: bool = True,
     exclude_padding: bool = False,
+    execution_device: str | torch.device | None = None,
 ) -> None:
     """Call `visit(group, index, linears, statistics)` on every block in forward order, then feed the
     block's outputs, as `visit` left the block (pruned or not), to the next block.
@@ -116,6 +122,11 @@ def walk_blocks(
 
     With `exclude_padding`, the language blocks' statistics leave out the positions where a batch's
     `attention_mask` is 0 (`padding_masks`); vision blocks' tokens are image patches, which have none.
+
+    `execution_device` None, or the device the weights are on, runs the model where it is. Another
+    device, or any device for a model `offload_model` stored, onloads it block by block
+    (`pruning.models.offload`): each block is on that device for its statistics, `visit` and
+    propagation, then written back, so `visit` sees (and changes) the block's device copy.
     """
     needs_inputs = statistic != "none"
     if needs_inputs and calibration is None:
@@ -124,21 +135,24 @@ def walk_blocks(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), tqdm(
+        with torch.no_grad(), onloaded(model, adapter, execution_device) as onloader, tqdm(
             total=sum(len(blocks(model, group)) for group in adapter.groups), desc=desc, unit="block", disable=not progress
         ) as bar:
             for group in adapter.groups:
                 stack = blocks(model, group)
-                inputs = capture_group_inputs(model, stack, batches, group.returns) if needs_inputs else None
+                # an onloaded walk parks the hidden states in CPU memory: the device holds one block and one batch
+                park = torch.device("cpu") if onloader is not None else None
+                inputs = capture_group_inputs(model, stack, batches, group.returns, park) if needs_inputs else None
                 masked = inputs is not None and exclude_padding and group.modality == "language"
                 token_masks = padding_masks(batches, inputs, group.path) if masked else None
                 for index, block in enumerate(stack):
-                    linears = prunable_linears(block, group)
-                    statistics = _gather_statistics(statistic, block, index, linears, inputs, token_masks) if inputs is not None else {}
-                    visit(group, index, linears, statistics)
-                    # the last block's outputs feed no block of this group; the next group captures afresh
-                    if inputs is not None and index + 1 < len(stack):
-                        inputs.advance(block, index)
+                    with onloader.block(block) if onloader is not None else nullcontext():
+                        linears = prunable_linears(block, group)
+                        statistics = _gather_statistics(statistic, block, index, linears, inputs, token_masks) if inputs is not None else {}
+                        visit(group, index, linears, statistics)
+                        # the last block's outputs feed no block of this group; the next group captures afresh
+                        if inputs is not None and index + 1 < len(stack):
+                            inputs.advance(block, index)
                     bar.update()
     finally:
         model.train(was_training)
@@ -208,15 +222,25 @@ class GroupInputs:
     mask, rotary embeddings, position ids, as the model's own forward passed them.
     `injections[block][batch]` is what the model adds to the block's output before the next block
     (Qwen3-VL's DeepStack visual features), None where it passes the output on unchanged.
+
+    `parked`: where the hidden states and injections wait between blocks when not where the blocks
+    run (an onloaded walk parks them in CPU memory: 2 GiB for a 7B's 128 x 2048 calibration tokens in
+    bf16, more than a block), each batch's moved to `device` for its forward; None: they stay where computed.
     """
 
     hidden_states: list[Tensor]
     block_args: list[list[tuple[tuple, dict]]]
     injections: list[list[Tensor | None]]
+    parked: torch.device | None = None
+    device: torch.device | None = None  # where the blocks run, when `parked`
+
+    def compute_device(self, batch: int) -> torch.device:
+        """Where batch `batch` is computed on."""
+        return self.device if self.parked is not None else self.hidden_states[batch].device
 
     def run(self, block: nn.Module, index: int, batch: int) -> Tensor:
         args, kwargs = self.block_args[index][batch]
-        outputs = block(self.hidden_states[batch], *args, **kwargs)
+        outputs = block(self.hidden_states[batch].to(self.compute_device(batch)), *args, **kwargs)
         return outputs[0] if isinstance(outputs, (tuple, list)) else outputs  # layers return either
 
     def advance(self, block: nn.Module, index: int) -> None:
@@ -224,11 +248,16 @@ class GroupInputs:
         for batch in range(len(self.hidden_states)):
             outputs = self.run(block, index, batch)
             injection = self.injections[index][batch]
-            self.hidden_states[batch] = outputs if injection is None else outputs + injection
+            outputs = outputs if injection is None else outputs + injection.to(outputs.device)
+            self.hidden_states[batch] = outputs if self.parked is None else outputs.to(self.parked)
 
 
 def capture_group_inputs(
-    model: nn.Module, stack: nn.ModuleList, batches: Sequence[Mapping[str, Any]], returns: BlockReturns = "tensor"
+    model: nn.Module,
+    stack: nn.ModuleList,
+    batches: Sequence[Mapping[str, Any]],
+    returns: BlockReturns = "tensor",
+    park: torch.device | None = None,
 ) -> GroupInputs:
     """Run the model on each batch with the group's blocks swapped for recording stubs (which return
     what the blocks do: `BlockGroup.returns`).
@@ -240,9 +269,12 @@ def capture_group_inputs(
     reaches a stub other than the tensor the previous stub returned was added between the two
     blocks; it is kept as that block's injection (assumed additive, as DeepStack's is). Objects
     shared by the model's forward (one mask for all full-attention layers) stay shared, so this
-    holds little beyond the first block's inputs and the injections.
+    holds little beyond the first block's inputs and the injections, which wait on `park` if given
+    (`GroupInputs.parked`).
     """
-    inputs = GroupInputs(hidden_states=[], block_args=[[] for _ in stack], injections=[[] for _ in stack])
+    device = input_device(model)
+    inputs = GroupInputs(hidden_states=[], block_args=[[] for _ in stack], injections=[[] for _ in stack], parked=park, device=device)
+    to_park = (lambda tensor: tensor) if park is None else (lambda tensor: None if tensor is None else tensor.to(park))
     last = len(stack) - 1
     returned: list[Tensor | None] = [None]  # what the previous stub handed back, in the current forward
 
@@ -250,9 +282,9 @@ def capture_group_inputs(
         def record(*args, **kwargs):
             hidden_states, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
             if index == 0:
-                inputs.hidden_states.append(hidden_states)
+                inputs.hidden_states.append(to_park(hidden_states))
             else:
-                inputs.injections[index - 1].append(_injection(returned[0], hidden_states, index))
+                inputs.injections[index - 1].append(to_park(_injection(returned[0], hidden_states, index)))
             # the walk runs each block many times; a cache would make every run attend to the previous ones
             kwargs = {name: None if isinstance(value, Cache) else value for name, value in kwargs.items()}
             inputs.block_args[index].append((args, kwargs))
@@ -266,10 +298,9 @@ def capture_group_inputs(
     originals = [block.__dict__.get("forward") for block in stack]  # accelerate may have set one
     for index, block in enumerate(stack):
         block.forward = recorder(index)
-    device = next(model.parameters()).device
     no_cache = {"use_cache": False} if keeps_a_cache(model) else {}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), dormant(model, stack):  # an onloaded model leaves the stubbed blocks where they are
             for batch in batches:
                 returned[0] = None
                 try:
@@ -350,7 +381,7 @@ def padding_masks(batches: Sequence[Mapping[str, Any]], inputs: GroupInputs, pat
     transformers 5); a model whose blocks see another number of positions is refused.
     """
     masks: list[Tensor | None] = []
-    for batch, hidden_states in zip(batches, inputs.hidden_states):
+    for index, (batch, hidden_states) in enumerate(zip(batches, inputs.hidden_states)):
         attention_mask = batch.get("attention_mask")
         if attention_mask is None or bool(attention_mask.all()):
             masks.append(None)
@@ -360,7 +391,7 @@ def padding_masks(batches: Sequence[Mapping[str, Any]], inputs: GroupInputs, pat
                 f"the blocks of {path} see positions of shape {tuple(hidden_states.shape[:2])} but the batch's attention_mask "
                 f"is {tuple(attention_mask.shape)}: the walk cannot tell which are padding (use padding: included)"
             )
-        masks.append(attention_mask.to(hidden_states.device).bool())
+        masks.append(attention_mask.to(inputs.compute_device(index)).bool())
     return masks
 
 

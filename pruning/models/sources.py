@@ -259,7 +259,18 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
         raise
     except Exception as err:
         raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
-    return model.to(spec.device).eval(), preprocessor
+    return _placed(model, spec).eval(), preprocessor
+
+
+def _placed(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The model on `spec.device`, or stored in CPU memory or memory-mapped files for sequential
+    onloading to `spec.device` (`spec.offload`, `pruning.models.offload`)."""
+    if spec.offload == "none":
+        return model.to(spec.device)
+    from pruning.models.adapters import adapter_for
+    from pruning.models.offload import offload_model
+
+    return offload_model(model, adapter_for(model, spec.declared_adapter()), spec.offload)
 
 
 def _without_compression(config):

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from pruning.local.walk import keeps_a_cache
+from pruning.models.offload import input_device
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def calibration_loss(model: nn.Module, batch: Mapping[str, Any]) -> Tensor:
     A batch with `labels` (an image-question pair: the answer tokens) is scored on them; token ids
     alone are scored on next-token prediction of every non-padding position (as perplexity is).
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     inputs = {name: value.to(device) if isinstance(value, Tensor) else value for name, value in batch.items()}
     if "labels" not in inputs:
         labels = inputs["input_ids"].clone()

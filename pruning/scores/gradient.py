@@ -33,6 +33,7 @@ subtraction drifts, most in bf16). Losses are accumulated in fp32.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pruning.models.adapters import Adapter, blocks, prunable_linears
+from pruning.models.offload import onloaded, storage
 from pruning.scores.common import BlockScores, calibration_loss
 
 Aggregate = Literal["sum", "mean"]
@@ -84,9 +86,15 @@ def zeroth_order_scores(
     weighted: bool = False,
     progress: bool = True,
     estimator: Estimator = "per_tensor",
+    execution_device: str | torch.device | None = None,
 ) -> BlockScores:
     """Zeroth-order ECoFLaP scores from forward passes only, no gradients stored: 2 per batch and
-    weight tensor (`per_tensor`, as published) or per batch and block (`per_block`)."""
+    weight tensor (`per_tensor`, as published) or per batch and block (`per_block`).
+
+    `execution_device`: where to compute, onloading the model block by block when its weights are
+    elsewhere (`pruning.models.offload`); the perturbed block stays on the device while it is scored,
+    so its noise is drawn there, as in an unoffloaded run (the device holds two blocks: that one and
+    the one the forward runs)."""
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
     if estimator not in ("per_tensor", "per_block"):
@@ -103,16 +111,20 @@ def zeroth_order_scores(
     model.eval()
     n_passes = sum(len(block) for stack in units.values() for block in stack) * len(batches)
     try:
-        with torch.no_grad(), tqdm(total=n_passes, desc=f"scores zeroth-order ({estimator})", unit="pair", disable=not progress) as bar:
+        with torch.no_grad(), onloaded(model, adapter, execution_device) as onloader, tqdm(
+            total=n_passes, desc=f"scores zeroth-order ({estimator})", unit="pair", disable=not progress
+        ) as bar:
             block_number = 0
-            for modality, stack in units.items():
-                for block_units in stack:
+            for group, (modality, stack) in zip(adapter.groups, units.items()):
+                for block, block_units in zip(blocks(model, group), stack):
                     score = 0.0
-                    for unit_number, unit in enumerate(block_units):
-                        for k, batch in enumerate(batches):
-                            noise_seed = _noise_seed(seed, block_number, unit_number, k)
-                            score += _directional_score(model, batch, unit, _noise(unit, noise_seed), epsilon, weighted)
-                            bar.update()
+                    # restored bit for bit after each perturbation: nothing to write back
+                    with onloader.block(block, write_back=False) if onloader is not None else nullcontext():
+                        for unit_number, unit in enumerate(block_units):
+                            for k, batch in enumerate(batches):
+                                noise_seed = _noise_seed(seed, block_number, unit_number, k)
+                                score += _directional_score(model, batch, unit, _noise(unit, noise_seed), epsilon, weighted)
+                                bar.update()
                     raw[modality].append(score)
                     block_number += 1
     finally:
@@ -157,8 +169,16 @@ def first_order_scores(
 ) -> BlockScores:
     """First-order ECoFLaP scores: Σ |w| · mean |∂L/∂w| over the batches, one backward per batch.
 
+    Runs where the model is: a backward holds every block's activations and weights at once, so it
+    cannot onload block by block; a model `offload_model` stored is refused (use zeroth order).
+
     Only the prunable weights get gradients (every other parameter's `requires_grad` is off for
     the duration and restored after); gradients are freed after each batch."""
+    if storage(model) is not None:
+        raise ValueError(
+            f"first-order scores need a backward through the whole model, which cannot be onloaded block by block; "
+            f"this model is offloaded ({storage(model)}): use zeroth-order scores, or offload: none"
+        )
     weights = _prunable_weights(model, adapter)
     batches = list(batches)
     if not batches:

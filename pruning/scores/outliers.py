@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from pruning.allocation import outlier_ratio
@@ -22,8 +23,10 @@ def outlier_ratios(
     m: float = 5.0,
     batch_size: int = 8,
     progress: bool = True,
+    execution_device: str | torch.device | None = None,
 ) -> BlockScores:
-    """One outlier ratio (a fraction) per block of every group; the model is not changed."""
+    """One outlier ratio (a fraction) per block of every group; the model is not changed.
+    `execution_device`: where to compute (`walk_blocks`)."""
     ratios: dict[str, list[float]] = {group.modality: [] for group in adapter.groups}
     sizes: dict[str, list[int]] = {group.modality: [] for group in adapter.groups}
 
@@ -32,5 +35,8 @@ def outlier_ratios(
         ratios[group.modality].append(outlier_ratio(metrics, m))
         sizes[group.modality].append(sum(linear.weight.numel() for linear in linears.values()))
 
-    walk_blocks(model, adapter, "input_sq_norm", calibration, measure, batch_size, "scores outliers (OWL)", progress)
+    walk_blocks(
+        model, adapter, "input_sq_norm", calibration, measure, batch_size, "scores outliers (OWL)", progress,
+        execution_device=execution_device,
+    )
     return BlockScores(kind="outlier_ratio", scores=ratios, n_params=sizes)

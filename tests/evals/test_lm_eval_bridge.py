@@ -135,3 +135,21 @@ def test_real_model_perplexity_is_that_of_a_language_model(smollm2_checkpoint, s
     scores = {s.metric: s.value for s in evaluate(model, tokenizer, ["jargon_ppl"], suites_dir, limit=8).scores}
     assert 50 < scores["word_perplexity"] < 1000
     assert scores["bits_per_byte"] < 1.6
+
+
+def test_an_offloaded_model_scores_the_same_one_block_at_a_time(tiny_llama, smollm2_tokenizer, suites_dir, all_local, monkeypatch):
+    """What the evaluation stage does with `offload`: lm-eval's HFLM runs the model inside `onloaded`."""
+    import copy
+
+    from pruning.models.adapters import adapter_for
+    from pruning.models.offload import offload_model, onloaded
+    from tests.pruning.local.test_offload import DeviceLedger
+
+    model = copy.deepcopy(tiny_llama)
+    adapter = adapter_for(model)
+    offload_model(model, adapter, "disk")
+    ledger = DeviceLedger(monkeypatch, model)
+    with onloaded(model, adapter, "cpu"):
+        offloaded = evaluate(model, smollm2_tokenizer, ["prunebench_text"], suites_dir, batch_size=4, limit=3)
+    assert ledger.peak_blocks == 1 and ledger.onloads > 1 + 2 * 2  # the rest once, both layers per forward
+    assert offloaded.scores == all_local.scores

@@ -245,3 +245,22 @@ def test_the_image_qa_suites_report_every_question_type(tmp_path_factory):
                 per_item.setdefault(item.item, []).append(item.metric)
         assert sorted(per_item) == [str(index) for index in range(n)] and all(metrics[0] == "acc" and len(metrics) == 2 for metrics in per_item.values())
         assert sorted(metric for metrics in per_item.values() for metric in metrics[1:]) == sorted(f"acc_{name}" for name in QUESTION_TYPES)
+
+
+def test_an_offloaded_vlm_scores_the_same_one_block_at_a_time(toy_vlm, toyqa_dir, monkeypatch):
+    """What the evaluation stage does with `offload`: lmms-eval's generation and log-likelihoods inside `onloaded`."""
+    import copy
+
+    from pruning.models.adapters import adapter_for
+    from pruning.models.offload import offload_model, onloaded
+    from tests.pruning.local.test_offload import DeviceLedger
+
+    model, processor = toy_vlm
+    expected = evaluate_multimodal(model, processor, ["toyqa_short", "toyqa_mc"], toyqa_dir, limit=2)
+    offloaded = copy.deepcopy(model)
+    adapter = adapter_for(offloaded)
+    offload_model(offloaded, adapter, "cpu")
+    ledger = DeviceLedger(monkeypatch, offloaded)
+    with onloaded(offloaded, adapter, "cpu"):
+        assert evaluate_multimodal(offloaded, processor, ["toyqa_short", "toyqa_mc"], toyqa_dir, limit=2) == expected
+    assert ledger.peak_blocks == 1 and ledger.on_device == {}

@@ -65,6 +65,11 @@ def test_overrides_replace_output_fields(tmp_path):
         (("name: wanda", "name: ecoflap\n        score: second"), "score: Input should be 'zeroth' or 'first'"),
         (("name: wanda", "name: ecoflap\n        epsilon: 0"), "epsilon: Input should be greater than 0"),
         (("name: wanda", "name: sparsegpt\n        damp: -1"), "damp: Input should be greater than 0"),
+        (("model: {source: packaged:smollm2-135m}", "model: {source: packaged:smollm2-135m, offload: gpu}"),
+         "offload: Input should be 'none', 'cpu' or 'disk'"),
+        (("model: {source: packaged:smollm2-135m}\n    methods:\n      - name: dense\n      - name: wanda",
+          "model: {source: packaged:smollm2-135m, offload: cpu}\n    methods:\n      - name: dense\n      - name: ecoflap\n        score: first"),
+         "methods.1 (ecoflap(first)+wanda 50%): first-order scores need the whole model on the device"),
     ],
 )
 def test_bad_config_fails_with_field_and_reason(tmp_path, mutation, expected):

@@ -13,16 +13,17 @@ from pruning.errors import ConfigError
 def test_the_config_is_the_method_beside_a_dense_baseline_and_validates(tmp_path):
     config = oneline_config("/models/base/Llama-7b/", "sparsegpt", sparsity=0.5, fields=["blocksize=64", "n_m=2:4"],
                             calibration="jargon", n_samples=8, seq_len=64, suites="jargon_ppl, jargon_mc", limit=3,
-                            dtype="bfloat16", database=tmp_path / "db.duckdb", workdir=tmp_path / "work")  # fmt: skip
+                            dtype="bfloat16", database=tmp_path / "db.duckdb", workdir=tmp_path / "work", offload="disk")  # fmt: skip
     assert config["name"] == "prune-Llama-7b-sparsegpt-50"
     (study,) = config["studies"]
-    assert study["model"] == {"source": "/models/base/Llama-7b/", "dtype": "bfloat16"}
+    assert study["model"] == {"source": "/models/base/Llama-7b/", "dtype": "bfloat16", "offload": "disk"}
     assert study["methods"] == [{"name": "dense"}, {"name": "sparsegpt", "sparsity": 0.5, "blocksize": 64, "n_m": "2:4"}]
     assert study["calibration"] == {"corpus": "jargon", "n_samples": 8, "seq_len": 64}
     assert study["eval"] == {"suites": ["jargon_ppl", "jargon_mc"], "limit": 3}
     assert config["output"] == {"database": str(tmp_path / "db.duckdb"), "workdir": str(tmp_path / "work")}
     validated = ExperimentConfig.model_validate(yaml.safe_load(yaml.safe_dump(config)))  # what `prune` writes and runs
     assert validated.studies[0].methods[1].blocksize == 64
+    assert validated.studies[0].model.offload == "disk"
 
 
 def test_layer_dropping_takes_a_drop_ratio_and_defaults_stay_the_configs(tmp_path):

@@ -87,6 +87,15 @@ def test_a_swept_config_keeps_its_calibration_seeds():
     assert swept.studies[0].calibration.seeds == [2, 5] and swept.studies[0].calibration.seed == 2
 
 
+def test_a_swept_config_keeps_its_offloading():
+    config = ExperimentConfig.model_validate({
+        "name": "t",
+        "studies": [{"model": {"source": "packaged:smollm2-135m", "offload": "cpu"},
+                     "methods": [{"name": "wanda", "sparsity": 0.5}], "eval": {"suites": ["jargon_ppl"]}}],
+    })  # fmt: skip
+    assert expand_ratios(config, sparsity=[0.3, 0.5]).studies[0].model.offload == "cpu"
+
+
 def test_a_value_the_config_already_has_is_run_once():
     config = _config({"name": "wanda", "sparsity": 0.5}, {"name": "wanda", "sparsity": 0.6})
     swept = expand_ratios(config, sparsity=[0.5, 0.6])

@@ -24,3 +24,15 @@ def test_the_stages_key_on_the_one_code_closure_and_keep_records_in_stage_record
     # not a copy: rereading the tree (a long-lived process, benchmarks/cache_invalidation.py) must reach the stages
     assert any(policy is CODE for policy in CACHED.policies)
     assert CACHED.key_storage is STAGE_RECORDS
+
+
+def test_offloading_never_reaches_a_cache_key():
+    """Offloading changes no number (tests/pruning/local/test_offload.py): a stage computed with the whole
+    model on the device is reused when the model is offloaded, and the other way round."""
+    from pruning.specs import ModelSpec
+
+    context = SimpleNamespace(task=SimpleNamespace(fn=SimpleNamespace(__module__="tasks.prune")))
+    key = lambda **inputs: CACHED.compute_key(context, inputs, {})  # noqa: E731
+    whole = ModelSpec(source="packaged:smollm2-135m", device="cuda")
+    assert key(model=whole) == key(model=ModelSpec(source="packaged:smollm2-135m", device="cuda", offload="disk"))
+    assert key(model=whole) != key(model=ModelSpec(source="packaged:smollm2-135m", device="cpu"))

@@ -252,3 +252,33 @@ def test_selection_on_measured_qwen3_vl_redundancy_spares_deepstack_layers(tiny_
     for method in ("shortgpt", "angular", "consecutive", "random", "interlace"):
         plan = select_layers(method, 0.34, 3, redundancy=redundancy, protected=protected)
         assert plan.drop == (2,), method
+
+
+@pytest.mark.parametrize("states", ["block_io", "output_hidden_states"])
+def test_an_offloaded_model_gives_the_same_cosines_one_layer_at_a_time(calibration_batch, states, monkeypatch):
+    from pruning.models.offload import offload_model
+    from tests.pruning.local.test_offload import DeviceLedger, tiny_llama
+
+    model = tiny_llama()
+    adapter = adapter_for(model)
+    expected = layer_redundancy(model, adapter, calibration_batch, batch_size=4, progress=False, states=states)
+    offload_model(model, adapter, "cpu")
+    ledger = DeviceLedger(monkeypatch, model)
+    offloaded = layer_redundancy(model, adapter, calibration_batch, batch_size=4, progress=False, states=states, execution_device="cpu")
+    assert offloaded == expected  # every cosine, bit for bit
+    assert ledger.peak_blocks == 1 and ledger.on_device == {}
+    assert ledger.onloads > len(language_layers(model))  # each layer came over, once per batch
+
+
+def test_an_offloaded_model_gives_the_same_sleb_order(monkeypatch):
+    from pruning.models.offload import offload_model
+    from tests.pruning.local.test_offload import DeviceLedger, tiny_llama
+
+    model = tiny_llama()
+    adapter = adapter_for(model)
+    ids = torch.randint(0, 128, (4, 12), generator=torch.Generator().manual_seed(3))
+    expected = sleb_order(model, adapter, ids, 2, batch_size=2, progress=False)
+    offload_model(model, adapter, "cpu")
+    ledger = DeviceLedger(monkeypatch, model)
+    assert sleb_order(model, adapter, ids, 2, batch_size=2, progress=False, execution_device="cpu") == expected
+    assert ledger.peak_blocks == 1 and ledger.on_device == {}

@@ -212,3 +212,31 @@ def test_zeroth_order_rejects_an_unknown_estimator():
     model = build_tiny("llama")
     with pytest.raises(ValueError, match="estimator"):
         zeroth_order_scores(model, adapter_for(model), _batches(2), estimator="per_weight", progress=False)
+
+
+@pytest.mark.parametrize("estimator", ["per_tensor", "per_block"])
+def test_zeroth_order_on_an_offloaded_model_gives_the_same_scores(estimator, monkeypatch):
+    from pruning.models.offload import offload_model
+    from tests.pruning.local.test_offload import DeviceLedger, tiny_llama
+
+    model = tiny_llama()
+    adapter = adapter_for(model)
+    batches = [{"input_ids": torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(k))} for k in range(2)]
+    expected = zeroth_order_scores(model, adapter, batches, weighted=True, estimator=estimator, progress=False)
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    offload_model(model, adapter, "cpu")
+    ledger = DeviceLedger(monkeypatch, model)
+    offloaded = zeroth_order_scores(model, adapter, batches, weighted=True, estimator=estimator, progress=False, execution_device="cpu")
+    assert offloaded == expected
+    assert ledger.peak_blocks == 2 and ledger.on_device == {}  # the perturbed block stays while the forward runs the others
+    assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())
+
+
+def test_first_order_refuses_an_offloaded_model():
+    from pruning.models.offload import offload_model
+    from tests.pruning.local.test_offload import tiny_llama
+
+    model = tiny_llama()
+    offload_model(model, adapter_for(model), "cpu")
+    with pytest.raises(ValueError, match="zeroth-order"):
+        first_order_scores(model, adapter_for(model), [{"input_ids": torch.zeros(1, 4, dtype=torch.long)}])

@@ -44,3 +44,16 @@ def test_a_lower_threshold_finds_more_outliers(tiny_model, calibration_batch):
     strict = outlier_ratios(model, adapter, calibration_batch, m=5.0, progress=False).scores["language"]
     loose = outlier_ratios(model, adapter, calibration_batch, m=2.0, progress=False).scores["language"]
     assert all(l >= s for l, s in zip(loose, strict)) and sum(loose) > sum(strict)
+
+
+def test_an_offloaded_model_gives_the_same_ratios(calibration_batch, monkeypatch):
+    from pruning.models.offload import offload_model
+    from tests.pruning.local.test_offload import DeviceLedger, tiny_llama
+
+    model = tiny_llama()
+    adapter = adapter_for(model)
+    expected = outlier_ratios(model, adapter, calibration_batch, batch_size=4, progress=False)
+    offload_model(model, adapter, "cpu")
+    ledger = DeviceLedger(monkeypatch, model)
+    assert outlier_ratios(model, adapter, calibration_batch, batch_size=4, progress=False, execution_device="cpu") == expected
+    assert ledger.peak_blocks == 1
