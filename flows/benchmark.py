@@ -297,27 +297,29 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
                 workdir=workdir,
                 **allocation,
             )
-        pruned = last.result if last is not None else None
-        if getattr(method, "finetune", None) is not None:
+        pruned = last
+        if getattr(method, "finetune", None) is not None:  # only a pruning or dropping method has one
             # weight pruning keeps every layer: count them in the base model, whose files are always there
-            train_layers = pruned.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(base.ref.path))))
-            finetune = dict(model=study.model, train_layers=train_layers, finetune_spec=method.finetune, corpus=study.calibration.corpus,
-                            label=method.label, workdir=workdir, cache_dir=cache_dir)  # fmt: skip
-            last = checkpoints.stage(finetuned_checkpoint, last, **finetune) if last else checkpoints.stage(finetuned_checkpoint, checkpoint=base.ref, **finetune)
+            train_layers = pruned.result.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(base.ref.path))))
+            last = checkpoints.stage(
+                finetuned_checkpoint, pruned,
+                model=study.model, train_layers=train_layers, finetune_spec=method.finetune, corpus=study.calibration.corpus,
+                label=method.label, workdir=workdir, cache_dir=cache_dir,
+            )  # fmt: skip
         scores = checkpoints.evaluation(
             eval_scores,
             lambda evaluation: evaluation.samples_dir and _missing_directory(evaluation.samples_dir),
-            last,
-            **({} if last is not None else {"checkpoint": base.ref}),
+            last or base.ref,
             label=f"{study.model.label}, {method.label}", model=study.model, eval=study.eval.evaluated(),
             suites_dir=suites_dir, image_tasks_dir=image_tasks, task_files=task_files,
             samples_root=str(Path(workdir) / "samples") if study.eval.log_samples else None,
         )
-        if last is not None and last.task is finetuned_checkpoint:
+        if last is not pruned:
             stages["finetune"] = last.result.usage
         if scores.samples_dir is not None:
             get_run_logger().info("per-sample logs of %s / %s: %s", study.model.label, method.label, scores.samples_dir)
-        bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy,
+        # the stages' latest results: a checkpoint rebuilt on the way was computed by this run
+        bundle = run_bundle(config, study, method, base, calibration, pruned.result if pruned else None, scores, started_at, stages, inputs.redundancy,
                             evaluated=last.result.ref if last is not None else base.ref, task_files=task_files,
                             checkpoint_kept=checkpoints.kept(last))  # fmt: skip
         recorded_run(bundle, str(config.output.database.resolve()))

@@ -29,6 +29,7 @@ from prefect.tasks import Task
 from pruning.models.removal import checkpoint_in_use, remove_unused_checkpoint
 from pruning.models.sources import checkpoint_lock, checkpoint_problem
 from reports.runs import size
+from tasks.artifacts import CheckpointRef
 from tasks.common import is_cached
 
 
@@ -67,11 +68,13 @@ class BranchCheckpoints:
             self.whole(built)
         return built
 
-    def evaluation(self, task: Task, problem_of, source: Built | None, **parameters):
-        """The scores of `source`'s checkpoint (None: of the `checkpoint` given, the base model's); the
-        checkpoints before it go (`last`, `none`) once it is settled. `problem_of` a cached result: it is
+    def evaluation(self, task: Task, problem_of, source: Built | CheckpointRef, **parameters):
+        """The scores of `source`'s checkpoint (or of the base model's, given its reference); the checkpoints
+        before it go (`last`, `none`) once it is settled. A cached result with a `problem_of` it is
         recomputed, with a warning saying why."""
-        if source is not None:
+        if not isinstance(source, Built):
+            parameters, source = {**parameters, "checkpoint": source}, None
+        else:
             if self.keep != "none":
                 self.whole(source)
             parameters = self._reading(task, source, parameters)
