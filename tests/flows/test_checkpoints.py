@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 import flows.checkpoints as checkpoints_module
 from flows.checkpoints import BranchCheckpoints
-from pruning.models.sources import checkpoint_fingerprint
+from pruning.models.sources import checkpoint_fingerprint, checkpoint_lock, checkpoint_problem
 from tasks.artifacts import CheckpointRef
 from tests.pruning.models.test_removal import fake_checkpoint
 
@@ -41,18 +43,19 @@ class FakeStage:
         if key in self.cache and not self.refresh:
             return self.cache[key]
         source = parameters.get("checkpoint")
-        if source is not None:  # a stage that computes reads its input
-            assert Path(source.path).is_dir(), f"{self.name} computes from a removed checkpoint {source.path}"
+        if source is not None:  # a stage that computes reads its input, whole, the version it was given
+            problem = checkpoint_problem(Path(source.path), source.fingerprint)
+            assert problem is None, f"{self.name} computes from a checkpoint that is not whole: {problem}"
         self.computed.append(self.name)
         result = Result()
         if self.writes:
             path = self.root / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-            if path.exists():
-                import shutil
-
-                shutil.rmtree(path)
-            fake_checkpoint(path, bytes(len(self.computed)) * 100)
-            result = Result(CheckpointRef(path=str(path), fingerprint=checkpoint_fingerprint(path)))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with checkpoint_lock(path):  # as save_checkpoint: writers of one checkpoint take turns
+                if checkpoint_problem(path) is not None:
+                    shutil.rmtree(path, ignore_errors=True)
+                    fake_checkpoint(path, bytes(len(self.computed)) * 100)
+                result = Result(CheckpointRef(path=str(path), fingerprint=checkpoint_fingerprint(path)))
         self.cache[key] = result
         return result
 
@@ -136,3 +139,30 @@ def test_a_checkpoint_another_branch_holds_is_left_to_it(stages):
         assert on_disk(root) == ["finetune", "prune"]
     branch(stages, "last")  # that branch's own removal, once it is done
     assert on_disk(root) == ["finetune"]
+
+
+def test_concurrent_branches_sharing_a_chain_never_lose_a_checkpoint_they_read(stages):
+    """Branches on threads share the prune and the finetune (same keys) and evaluate differently, all with
+    `none`: each evaluation reads a whole checkpoint (the stand-in stages check), and nothing stays."""
+    made, computed, root = stages
+    failures: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def branch_on_thread(index: int) -> None:
+        try:
+            start.wait()
+            with BranchCheckpoints("none") as checkpoints:
+                pruned = checkpoints.stage(made["prune"], method="wanda")
+                finetuned = checkpoints.stage(made["finetune"], pruned, steps=2)
+                checkpoints.evaluation(made["evaluate"], lambda result: None, finetuned, suites=f"suite-{index}")
+                checkpoints.remove_unkept(evaluated=True)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=branch_on_thread, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert computed.count("evaluate") == 6 and on_disk(root) == []
