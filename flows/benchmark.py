@@ -26,11 +26,13 @@ from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
 from evals.task_files import task_files_digest
 from flows import environment, provenance
+from flows.checkpoints import BranchCheckpoints
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from flows.deploy import tag_with_process
 from pruning.allocation import allocate
 from pruning.errors import PrunebenchError
 from pruning.files import file_problem
+from pruning.models.removal import checkpoint_bytes
 from pruning.models.sources import checkpoint_problem, decoder_layer_count
 from pruning.layerdrop.selection import n_layers_to_drop
 from pruning.models.toy_vlm import ToyVLMSpec
@@ -269,62 +271,65 @@ def method_run(
 
 def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodInputs, suites_dir: str, image_tasks: str | None,
             task_files: str | None) -> str:  # fmt: skip
+    """The branch's checkpoints go through `BranchCheckpoints` (flows/checkpoints.py): made whole only
+    where a stage must read them or the policy keeps them, and removed as `output.keep_checkpoints` says."""
     started_at = datetime.now(timezone.utc)
     workdir = str(config.output.workdir.resolve())
     cache_dir = str(config.output.cache_dir.resolve())
     base, calibration = inputs.base, inputs.calibration
-    pruned = None
-    checkpoint = base.ref
     stages = {"train": inputs.trained} if inputs.trained is not None else {}
     allocation: dict = {}
     if inputs.scores is not None:
         stages["scores"] = inputs.scores.usage
         allocation = {"block_sparsity": allocate(method, scores_of(inputs.scores)), "block_score": inputs.scores.scores}
-    if method.name in LAYER_DROP_METHODS:
-        pruned = _dropped(study, method, inputs, workdir, stages)
-        checkpoint = pruned.ref
-    elif method.name != "dense":
-        pruned = _rebuilt_if_missing(
-            pruned_checkpoint,
-            _checkpoint_problem,
-            base=base.ref,
-            calibration_path=calibration.path if calibration and needs_calibration(method) else None,
-            model=study.model,
-            calibration=study.calibration,
-            method=method,
-            workdir=workdir,
-            compress=config.output.compress_checkpoints,
-            **allocation,
+    with BranchCheckpoints(config.output.keep_checkpoints) as checkpoints:
+        last = None  # the branch's latest checkpoint stage; None: the base model
+        if method.name in LAYER_DROP_METHODS:
+            last = _dropped(study, method, inputs, workdir, stages, checkpoints)
+        elif method.name != "dense":
+            last = checkpoints.stage(
+                pruned_checkpoint,
+                base=base.ref,
+                calibration_path=calibration.path if calibration and needs_calibration(method) else None,
+                model=study.model,
+                calibration=study.calibration,
+                method=method,
+                workdir=workdir,
+                compress=config.output.compress_checkpoints,
+                **allocation,
+            )
+        pruned = last
+        if getattr(method, "finetune", None) is not None:  # only a pruning or dropping method has one
+            # weight pruning keeps every layer: count them in the base model, whose files are always there
+            train_layers = pruned.result.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(base.ref.path))))
+            last = checkpoints.stage(
+                finetuned_checkpoint, pruned,
+                model=study.model, train_layers=train_layers, finetune_spec=method.finetune, corpus=study.calibration.corpus,
+                label=method.label, workdir=workdir, cache_dir=cache_dir, compress=config.output.compress_checkpoints,
+            )  # fmt: skip
+        scores = checkpoints.evaluation(
+            eval_scores,
+            lambda evaluation: evaluation.samples_dir and _missing_directory(evaluation.samples_dir),
+            last or base.ref,
+            label=f"{study.model.label}, {method.label}", model=study.model, eval=study.eval.evaluated(),
+            suites_dir=suites_dir, image_tasks_dir=image_tasks, task_files=task_files,
+            samples_root=str(Path(workdir) / "samples") if study.eval.log_samples else None,
         )
-        checkpoint = pruned.ref
-    if getattr(method, "finetune", None) is not None:
-        train_layers = pruned.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(checkpoint.path))))
-        finetuned = _rebuilt_if_missing(
-            finetuned_checkpoint,
-            _checkpoint_problem,
-            checkpoint=checkpoint, model=study.model, train_layers=train_layers, finetune_spec=method.finetune,
-            corpus=study.calibration.corpus, label=method.label, workdir=workdir, cache_dir=cache_dir,
-            compress=config.output.compress_checkpoints,
-        )
-        stages["finetune"] = finetuned.usage
-        checkpoint = finetuned.ref
-    scores = _rebuilt_if_missing(
-        eval_scores,
-        lambda evaluation: evaluation.samples_dir and _missing_directory(evaluation.samples_dir),
-        checkpoint=checkpoint, label=f"{study.model.label}, {method.label}", model=study.model, eval=study.eval.evaluated(),
-        suites_dir=suites_dir, image_tasks_dir=image_tasks, task_files=task_files,
-        samples_root=str(Path(workdir) / "samples") if study.eval.log_samples else None,
-    )
-    if scores.samples_dir is not None:
-        get_run_logger().info("per-sample logs of %s / %s: %s", study.model.label, method.label, scores.samples_dir)
-    bundle = run_bundle(config, study, method, base, calibration, pruned, scores, started_at, stages, inputs.redundancy,
-                        evaluated=checkpoint, task_files=task_files)
-    recorded_run(bundle, str(config.output.database.resolve()))
-    get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
+        if last is not pruned:
+            stages["finetune"] = last.result.usage
+        if scores.samples_dir is not None:
+            get_run_logger().info("per-sample logs of %s / %s: %s", study.model.label, method.label, scores.samples_dir)
+        # the stages' latest results: a checkpoint rebuilt on the way was computed by this run
+        bundle = run_bundle(config, study, method, base, calibration, pruned.result if pruned else None, scores, started_at, stages, inputs.redundancy,
+                            evaluated=last.result.ref if last is not None else base.ref, task_files=task_files,
+                            checkpoint_kept=checkpoints.kept(last))  # fmt: skip
+        recorded_run(bundle, str(config.output.database.resolve()))
+        get_run_logger().info("recorded %s / %s as run %s", study.model.label, method.label, bundle.run.run_id)
+        checkpoints.remove_unkept(evaluated=True)
     return bundle.run.run_id
 
 
-def _dropped(study: StudySpec, method, inputs: MethodInputs, workdir: str, stages: dict) -> DroppedCheckpoint:
+def _dropped(study: StudySpec, method, inputs: MethodInputs, workdir: str, stages: dict, checkpoints: BranchCheckpoints):
     """Drop plan (from the shared redundancy or SLEB order) → dropped checkpoint; the stages' costs go into `stages`."""
     redundancy, sleb = inputs.redundancy, inputs.sleb
     if redundancy is not None:
@@ -333,13 +338,10 @@ def _dropped(study: StudySpec, method, inputs: MethodInputs, workdir: str, stage
         stages["sleb"] = sleb.usage
     n_layers = len(redundancy.cos_mean) - 1 if redundancy is not None else decoder_layer_count(Path(inputs.base.ref.path))
     plan = drop_plan(method, n_layers, redundancy, sleb)
-    dropped = _rebuilt_if_missing(
-        dropped_checkpoint,
-        _checkpoint_problem,
-        base=inputs.base.ref, model=study.model, plan=plan.to_dict(), label=method.label, workdir=workdir,
-    )
+    built = checkpoints.stage(dropped_checkpoint, base=inputs.base.ref, model=study.model, plan=plan.to_dict(), label=method.label, workdir=workdir)
+    dropped = built.result
     get_run_logger().info("%s drops layers %s, finetunes %s, anchors %s", method.label, dropped.drop, dropped.finetune, dropped.anchor)
-    return dropped
+    return built
 
 
 def uses_images(study: StudySpec) -> bool:
@@ -362,12 +364,6 @@ def _rebuilt_if_missing(task, problem_of, **parameters):
     return task.with_options(refresh_cache=True)(**parameters)
 
 
-def _checkpoint_problem(result) -> str | None:
-    """A checkpoint a stage wrote into the workdir must be whole and unchanged since it was cached
-    (downstream cache keys hold its fingerprint)."""
-    return checkpoint_problem(Path(result.ref.path), result.ref.fingerprint)
-
-
 def _missing_directory(path: str) -> str | None:
     return None if Path(path).is_dir() else f"{path} does not exist"
 
@@ -385,11 +381,12 @@ def run_bundle(
     redundancy: LayerRedundancyResult | None = None,
     evaluated: CheckpointRef | None = None,
     task_files: str | None = None,
+    checkpoint_kept: bool = True,
 ) -> RunBundle:
     """Everything one (model, method) run records, with provenance. `evaluated` is the checkpoint the
     scores are of (default: the pruned or dropped one, else the base model); `task_files`, the digest of
     the user's task files (`eval.include_path`), is part of the config hash: a run on other items is
-    another config."""
+    another config. `checkpoint_kept`: whether the run leaves that checkpoint on disk (`output.keep_checkpoints`)."""
     uses_calibration = needs_calibration(method)
     evaluation = (study.eval.evaluated(), *([task_files] if task_files else []))  # a config without its own tasks keeps its hash
     config_hash = spec_hash(study.model, method.canonical_params(), study.calibration if uses_calibration else "no-calibration", *evaluation)
@@ -425,7 +422,7 @@ def run_bundle(
         model_id=model_identity(base.digest, study.model.dtype, study.model.device, study.model.adapter_digest),
         model_dtype=study.model.dtype,
         model_device=study.model.device,
-        **_checkpoint_columns(evaluated or (pruned.ref if pruned is not None else base.ref)),
+        **_checkpoint_columns(evaluated or (pruned.ref if pruned is not None else base.ref), checkpoint_kept),
     )
     primary = primary_results([(score.suite, score.metric) for score in scores.scores], study.eval.suites, study.eval.primary_metrics)
     unreported = sorted(set(study.eval.primary_metrics.items()) - primary)
@@ -445,10 +442,11 @@ def run_bundle(
     )
 
 
-def _checkpoint_columns(ref: CheckpointRef) -> dict:
+def _checkpoint_columns(ref: CheckpointRef, kept: bool) -> dict:
+    """Where the evaluated checkpoint is (or was: not kept), its size while it is on disk, and whether it stays."""
     path = Path(ref.path)
-    size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.is_dir() else None
-    return {"checkpoint": str(path), "checkpoint_bytes": size}
+    return {"checkpoint": str(path), "checkpoint_bytes": checkpoint_bytes(path) if path.is_dir() else None,
+            "checkpoint_kept": kept and path.is_dir()}  # fmt: skip
 
 
 def _removed(method, base: ModelCheckpoint, pruned: PrunedCheckpoint | DroppedCheckpoint | None) -> dict:

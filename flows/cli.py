@@ -326,7 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     markdown = state.result()  # raises what the flow raised
     print()
     print(markdown)
-    _print_checkpoints(config.output.database, str(state.state_details.flow_run_id))
+    _print_checkpoints(config.output.database, str(state.state_details.flow_run_id), config.output.keep_checkpoints)
     print(f"\nresults: {config.output.database}   (prunebench report --database {config.output.database})")
     if state.name == REGRESSED:
         print(f"\nflow run state {REGRESSED}: {state.message} (listed above; prunebench compare)", file=sys.stderr)
@@ -334,8 +334,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_checkpoints(database: Path, flow_run_id: str) -> None:
-    """Where the checkpoints of this flow run's runs are (dense: the model's own)."""
+def _print_checkpoints(database: Path, flow_run_id: str, keep: str = "last") -> None:
+    """Where the checkpoints of this flow run's runs are (dense: the model's own), and which were removed
+    (`output.keep_checkpoints`): the evaluated one with `none`, the one before finetuning unless `all`."""
+    import json
+
     from reports.runs import size
     from reports.store import ResultStore
 
@@ -345,9 +348,16 @@ def _print_checkpoints(database: Path, flow_run_id: str) -> None:
         return  # the results were printed; the database is named below
     if runs:
         width = max(len(f"{run.model} / {run.method_label}") for run in runs)
-        print("\ncheckpoints (prunebench runs lists every recorded run):")
+        print(f"\ncheckpoints (output.keep_checkpoints: {keep}; prunebench runs lists every recorded run):")
         for run in runs:
-            print(f"  {run.model + ' / ' + run.method_label:<{width}}  {run.checkpoint}  ({size(run.checkpoint_bytes)})")
+            if run.checkpoint_kept is False:
+                shown = f"{run.checkpoint}  (removed after its scores were recorded"
+                shown += f": {size(run.checkpoint_bytes)} freed)" if run.checkpoint_bytes else "; it was not rebuilt)"
+            else:
+                shown = f"{run.checkpoint}  ({size(run.checkpoint_bytes)})"
+            if keep != "all" and json.loads(run.method_params).get("finetune"):
+                shown += "; its checkpoint before finetuning was removed"
+            print(f"  {run.model + ' / ' + run.method_label:<{width}}  {shown}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -130,6 +130,12 @@ class OutputSpec(Spec):
     workdir: Path = Path(".prunebench")
     cache: Path | None = Field(None, description="models converted from packages and corpora; default <workdir>/cache")
     compress_checkpoints: bool = Field(True, description="store pruned (and their finetuned) checkpoints in compressed-tensors' sparse format")
+    keep_checkpoints: Literal["all", "last", "none"] = Field(
+        "last",
+        description="which checkpoints a branch leaves under <workdir>/checkpoints: `all` (pruned or dropped, and "
+        "finetuned), `last` (the one it evaluated; the one before finetuning is removed), `none` (each removed once its "
+        "scores are recorded; a later stage that needs one rebuilds it). The models in the cache are never removed",
+    )
 
     @model_validator(mode="after")
     def _folders_can_be_folders(self) -> "OutputSpec":

@@ -57,6 +57,8 @@ class RunRecord(Record):
     # files' size in bytes. None before schema 8.
     checkpoint: str | None = None
     checkpoint_bytes: int | None = Field(None, ge=0)
+    # Whether the run left that checkpoint on disk (`output.keep_checkpoints`); None before schema 9.
+    checkpoint_kept: bool | None = None
 
 
 class ResultRow(Record):

@@ -54,10 +54,15 @@ def runs_table(store: ResultStore, *, model: str | None = None, method: str | No
     return text_table(header, body, [False] * 6 + [True])
 
 
+NOT_KEPT = "not kept; a rerun of its config with output.keep_checkpoints: last rebuilds it"
+
+
 def _shown_checkpoint(run: RunRecord) -> str:
     if run.checkpoint is None:
         return "(not recorded: before schema 8)"
-    return run.checkpoint if Path(run.checkpoint).is_dir() else f"{run.checkpoint} (deleted)"
+    if Path(run.checkpoint).is_dir():
+        return run.checkpoint
+    return f"{run.checkpoint} ({NOT_KEPT if run.checkpoint_kept is False else 'deleted'})"
 
 
 def manifest(path: str | None) -> dict | None:

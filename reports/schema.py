@@ -20,7 +20,7 @@ import duckdb
 
 from pruning.errors import StoreError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -270,6 +270,13 @@ def _v8_checkpoint(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("ALTER TABLE runs ADD COLUMN checkpoint_bytes BIGINT")
 
 
+def _v9_checkpoint_kept(connection: duckdb.DuckDBPyConnection) -> None:
+    """`runs.checkpoint_kept`: whether the run left its checkpoint on disk (`output.keep_checkpoints`); false
+    where it was removed once the scores were recorded (`checkpoint` still says where it was). NULL for
+    runs recorded before version 9, which kept every checkpoint."""
+    connection.execute("ALTER TABLE runs ADD COLUMN checkpoint_kept BOOLEAN")
+
+
 def _params(run_id: str, method_params: str) -> dict:
     try:
         params = json.loads(method_params)
@@ -282,7 +289,7 @@ def _params(run_id: str, method_params: str) -> dict:
 
 MIGRATIONS: Sequence[Migration] = (
     _v1_initial_tables, _v2_block_scores, _v3_layer_redundancy, _v4_environment, _v5_one_meaning_per_column,
-    _v6_item_scores, _v7_model_identity, _v8_checkpoint,
+    _v6_item_scores, _v7_model_identity, _v8_checkpoint, _v9_checkpoint_kept,
 )
 
 

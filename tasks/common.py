@@ -6,7 +6,7 @@ import importlib
 import re
 from pathlib import Path
 
-from prefect.cache_policies import INPUTS
+from prefect.cache_policies import INPUTS, CachePolicy
 from prefect.runtime import flow_run
 from prefect.tasks import Task
 
@@ -52,3 +52,23 @@ def checkpoint_slug(label: str) -> str:
     slug = label.replace(":", "of").replace("%", "pct")
     slug = re.sub(r"[\[\](),=]", "", slug)
     return re.sub(r"[^\w.+-]+", "-", slug).strip("-")
+
+
+def is_cached(task: Task, **parameters) -> bool:
+    """Whether calling `task(**parameters)` would read its result from the cache rather than compute it:
+    a record is stored under the key Prefect would compute for the call (the task's policy over its bound
+    arguments; CODE reads only the task from the run context). The flow asks before a stage whose input
+    checkpoint may have been removed (`output.keep_checkpoints`): only a stage that computes reads it."""
+    from types import SimpleNamespace
+
+    from prefect.results import get_result_store
+    from prefect.utilities.callables import get_call_parameters
+
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
+
+    refresh = task.refresh_cache if task.refresh_cache is not None else PREFECT_TASKS_REFRESH_CACHE.value()
+    if refresh or not isinstance(task.cache_policy, CachePolicy):
+        return False
+    inputs = get_call_parameters(task.fn, (), parameters)
+    key = task.cache_policy.compute_key(task_ctx=SimpleNamespace(task=task), inputs=inputs, flow_parameters={})
+    return key is not None and get_result_store().update_for_task(task).exists(key)

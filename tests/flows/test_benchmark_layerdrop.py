@@ -14,11 +14,12 @@ pytestmark = pytest.mark.e2e
 FINETUNE = {"examples": 8, "seq_len": 32, "effective_batch": 4, "micro_batch": 2, "lr": 1e-3}
 
 
-def _run(tmp, name: str, study: dict, cache_dir, output: list | None = None) -> object:
+def _run(tmp, name: str, study: dict, cache_dir, output: list | None = None, keep: str | None = None) -> object:
     config = {
         "name": name,
         "studies": [study],
-        "output": {"database": str(tmp / "results.duckdb"), "workdir": str(tmp / "work"), "cache": str(cache_dir)},
+        "output": {"database": str(tmp / "results.duckdb"), "workdir": str(tmp / "work"), "cache": str(cache_dir),
+                   **({"keep_checkpoints": keep} if keep else {})},
     }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -74,7 +75,7 @@ def test_a_bf16_model_finetunes_through_fp32_master_copies_and_stays_bf16(text_r
         "eval": {"suites": ["jargon_ppl"], "limit": 4},
     }
     output: list[str] = []
-    _run(tmp_path, "layerdrop-bf16", study, cache_dir, output)
+    _run(tmp_path, "layerdrop-bf16", study, cache_dir, output, keep="all")  # `all` keeps the checkpoint before finetuning
     assert "(stored in bfloat16, stepped through fp32 master copies)" in output[0]
     root = tmp_path / "work" / "checkpoints"
     (dropped,) = [p for p in root.glob("*/shortgpt-*") if "-ft-" not in p.name]
@@ -123,6 +124,14 @@ def test_finetune_stage_runs_only_where_asked_and_scores_are_recorded(text_run):
     assert len(values) == 8 and all(value > 0 for _, value in values)
 
 
+def test_by_default_each_run_keeps_the_checkpoint_it_evaluated_and_no_other(text_run):
+    """`keep_checkpoints: last`: a finetuned method's checkpoint before finetuning is removed."""
+    recorded = dict(query(text_run, "SELECT checkpoint, checkpoint_kept FROM runs WHERE method != 'dense'"))
+    root = text_run.parent / "work" / "checkpoints" / "tiny-llama"
+    assert sorted(str(path) for path in root.iterdir() if not path.name.startswith(".")) == sorted(recorded)
+    assert set(recorded.values()) == {True} and len(recorded) == 7
+
+
 def test_pruned_weights_stay_zero_through_the_finetune_stage(text_run):
     (sparsity,) = query(text_run, "SELECT achieved_weight_sparsity FROM runs WHERE method_label = 'wanda 50% +ft'")[0]
     assert sparsity == pytest.approx(0.5, abs=1e-3)
@@ -139,6 +148,66 @@ def test_pruned_weights_stay_zero_through_the_finetune_stage(text_run):
     assert (up == 0).float().mean().item() == pytest.approx(0.5, abs=1e-3)
     # its zeros kept, the finetune is stored compressed as its prune is
     assert json.loads(open(f"{finetuned}/config.json").read())["quantization_config"]["sparsity_config"]["format"] == "sparse-bitmask"
+
+
+KEEP_METHODS = [{"name": "shortgpt", "drop_ratio": 0.25, "finetune": FINETUNE}, {"name": "magnitude", "sparsity": 0.5}]
+
+
+@pytest.fixture(scope="module")
+def keep_none(module_tmp, cache_dir, smollm2_checkpoint):
+    """`keep_checkpoints: none` run twice, then `last` once."""
+    from tests.flows.test_sweep import tiny_llama
+
+    tmp = module_tmp("keep-none")
+    study = {
+        "model": {"source": str(tiny_llama(tmp / "tiny-llama", smollm2_checkpoint))},
+        "calibration": {"n_samples": 4, "seq_len": 32, "batch_size": 4},
+        "methods": KEEP_METHODS,
+        "eval": {"suites": ["jargon_ppl"], "limit": 4},
+    }
+    outputs: list[str] = []
+    on_disk = []
+    for keep in ("none", "none", "last"):
+        database = _run(tmp, "keep-none", study, cache_dir, outputs, keep=keep)
+        root = tmp / "work" / "checkpoints" / "tiny-llama"
+        on_disk.append(sorted(path.name for path in root.iterdir() if not path.name.startswith(".")))
+    flow_runs = [flow_run for (flow_run,) in query(database, "SELECT flow_run_id FROM runs GROUP BY 1 ORDER BY min(finished_at)")]
+    return database, outputs, on_disk, flow_runs, root
+
+
+def _stages(database, flow_run: str) -> dict[tuple[str, str], bool]:
+    rows = query(database, f"SELECT r.method_label, s.stage, s.cached FROM runs r JOIN stages s USING (run_id) WHERE r.flow_run_id = '{flow_run}'")
+    return {(label, stage): cached for label, stage, cached in rows}
+
+
+def test_keep_none_leaves_no_checkpoint_and_records_the_scores(keep_none):
+    database, outputs, on_disk, flow_runs, root = keep_none
+    assert on_disk[0] == []  # but the empty lock files beside each checkpoint (pruning/models/removal.py)
+    first = query(database, f"SELECT r.method_label, r.checkpoint, r.checkpoint_kept, count(v.value) FROM runs r JOIN results v "
+                            f"USING (run_id) WHERE r.flow_run_id = '{flow_runs[0]}' GROUP BY ALL ORDER BY 1")  # fmt: skip
+    assert [(label, kept) for label, _, kept, n in first if n > 0] == [("magnitude 50%", False), ("shortgpt 25% +ft", False)]
+    assert all(checkpoint.startswith(str(root)) for _, checkpoint, _, _ in first)
+    assert "removed checkpoint" in outputs[0] and " freed (output.keep_checkpoints: none" in outputs[0]
+    assert "removed after its scores were recorded" in outputs[0] and "its checkpoint before finetuning was removed" in outputs[0]
+
+
+def test_keep_none_rerun_serves_the_scores_from_the_cache_and_rebuilds_nothing(keep_none):
+    database, outputs, on_disk, flow_runs, _ = keep_none
+    assert on_disk[1] == [] and "rebuilding it" not in outputs[1]
+    stages = _stages(database, flow_runs[1])
+    checkpoint_stages = {key: cached for key, cached in stages.items() if key[1] in ("drop", "finetune", "prune", "evaluate")}
+    assert len(checkpoint_stages) == 5 and all(checkpoint_stages.values())
+    values = query(database, "SELECT r.flow_run_id, r.method_label, v.value FROM runs r JOIN results v USING (run_id) ORDER BY 2, 3")
+    assert {(label, value) for flow_run, label, value in values if flow_run == flow_runs[0]} == {
+        (label, value) for flow_run, label, value in values if flow_run == flow_runs[1]}  # fmt: skip
+
+
+def test_keep_last_after_none_rebuilds_the_evaluated_checkpoints_with_a_warning(keep_none):
+    database, outputs, on_disk, flow_runs, root = keep_none
+    recorded = dict(query(database, f"SELECT checkpoint, checkpoint_kept FROM runs WHERE flow_run_id = '{flow_runs[2]}'"))
+    assert sorted(str(root / name) for name in on_disk[2]) == sorted(recorded) and set(recorded.values()) == {True}
+    assert "does not exist; rebuilding it" in outputs[2]
+    assert not any(_stages(database, flow_runs[2])[(label, "evaluate")] for label in ("magnitude 50%", "shortgpt 25% +ft"))
 
 
 @pytest.fixture(scope="module")

@@ -105,3 +105,16 @@ def test_every_item_score_is_recorded_under_the_run(bundles):
             (bundle.run.run_id, "jargon_mc", "0", "acc", 0.0, None),
             (bundle.run.run_id, "jargon_mc", "1", "acc", 1.0, None),
         ]
+
+
+def test_the_run_says_whether_it_kept_its_checkpoint(bundles, tmp_path):
+    from tests.pruning.models.test_removal import fake_checkpoint
+
+    config = experiment()
+    study = config.studies[0]
+    on_disk = PRUNED.model_copy(update={"ref": CheckpointRef(path=str(fake_checkpoint(tmp_path / "sparsegpt")), fingerprint="f")})
+    kept = run_bundle(config, study, study.methods[1], BASE, None, on_disk, SCORES, STARTED).run
+    assert kept.checkpoint_kept and kept.checkpoint_bytes > 1000
+    removed = run_bundle(config, study, study.methods[1], BASE, None, on_disk, SCORES, STARTED, checkpoint_kept=False).run
+    assert removed.checkpoint_kept is False and removed.checkpoint == str(tmp_path / "sparsegpt")
+    assert bundles["sparsegpt"].run.checkpoint_kept is False  # its checkpoint is not on disk: nothing kept

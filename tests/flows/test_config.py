@@ -325,6 +325,13 @@ def test_output_folders_that_are_files_are_refused(tmp_path):
         load_config(write(tmp_path, VALID + f"output: {{database: {tmp_path / 'db'}}}\n"))
 
 
+def test_keep_checkpoints_defaults_to_the_evaluated_one_and_names_its_choices(tmp_path):
+    assert load_config(write(tmp_path, VALID)).output.keep_checkpoints == "last"
+    assert load_config(write(tmp_path, VALID + "output: {keep_checkpoints: none}\n")).output.keep_checkpoints == "none"
+    with pytest.raises(ConfigError, match=r"output\.keep_checkpoints: Input should be 'all', 'last' or 'none' \(got 'some'\)"):
+        load_config(write(tmp_path, VALID + "output: {keep_checkpoints: some}\n"))
+
+
 def test_user_task_options_leave_hashes_alone_and_log_samples_out_of_what_is_evaluated(tmp_path):
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "my_mc.yaml").write_text("task: my_mc\n")

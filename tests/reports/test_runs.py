@@ -79,3 +79,14 @@ def test_rm_never_deletes_a_models_own_files(store, tmp_path):
 @pytest.mark.parametrize("n, shown", [(None, "-"), (999, "999 B"), (1500, "1.5 kB"), (2_500_000, "2.5 MB"), (13_476_000_000, "13.5 GB")])
 def test_sizes_read_as_people_write_them(n, shown):
     assert size(n) == shown
+
+
+def test_a_checkpoint_not_kept_says_so_and_how_to_rebuild_it(store, tmp_path):
+    removed = tmp_path / "work" / "checkpoints" / "owl-50pct-def"
+    bundle = synthetic_bundle("owl-run", "owl", "owl 50%", sparsity=0.5, hours=3)
+    store.record(bundle.model_copy(update={"run": bundle.run.model_copy(update={
+        "checkpoint": str(removed), "checkpoint_bytes": 1600, "checkpoint_kept": False})}))  # fmt: skip
+    assert store.runs()[-1].checkpoint_kept is False
+    shown = "\n".join(run_details(store, "owl-run"))
+    assert f"{removed} (not kept; a rerun of its config with output.keep_checkpoints: last rebuilds it)" in shown
+    assert f"{removed} (not kept;" in runs_table(store)[2]

@@ -51,7 +51,7 @@ def add_notes_column(connection) -> None:  # a plausible v2: a new column with a
 
 
 def test_version_constant_counts_the_migrations():
-    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 8
+    assert schema.SCHEMA_VERSION == len(schema.MIGRATIONS) == 9
 
 
 def test_tables_have_the_record_fields_in_order(connection):
@@ -75,7 +75,7 @@ def test_migrate_creates_then_is_a_no_op(connection):
     assert schema.current_version(connection) == 0
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
-    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
+    assert connection.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,)]
 
 
 def test_older_database_is_migrated_with_rows_intact(connection):
@@ -294,12 +294,12 @@ def test_a_v6_database_gains_model_identity_and_checkpoint_columns_null_for_its_
         schema.migrate(connection, schema.MIGRATIONS[:6])
         before = connection.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
         connection.execute("BEGIN")
-        assert [version for version, _ in schema.pending_migrations(connection)] == [7, 8]
-        assert schema.migrate(connection) == 8
+        assert [version for version, _ in schema.pending_migrations(connection)] == [7, 8, 9]
+        assert schema.migrate(connection) == 9
         connection.execute("COMMIT")
-        added = "model_id, model_dtype, model_device, checkpoint, checkpoint_bytes"
+        added = "model_id, model_dtype, model_device, checkpoint, checkpoint_bytes, checkpoint_kept"
         assert connection.execute(f"SELECT * EXCLUDE ({added}) FROM runs ORDER BY run_id").fetchall() == before
-        assert set(connection.execute(f"SELECT {added} FROM runs").fetchall()) == {(None,) * 5}
+        assert set(connection.execute(f"SELECT {added} FROM runs").fetchall()) == {(None,) * 6}
     assert {run.model_id for run in ResultStore(path).runs()} == {None}
 
 
