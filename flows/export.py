@@ -38,7 +38,10 @@ def run_checkpoint(run: RunRecord, database: Path) -> Path:
         raise PrunebenchError(f"run {run.run_id} recorded no checkpoint (it was recorded before schema 8); {rebuild}")
     path = Path(run.checkpoint)
     if not path.is_dir():
-        raise PrunebenchError(f"run {run.run_id}'s checkpoint {path} is gone (deleted, or not kept); {rebuild}")
+        if run.checkpoint_kept is False:
+            raise PrunebenchError(f"run {run.run_id}'s checkpoint {path} was not kept (its config's output.keep_checkpoints); "
+                                  f"re-run its config with output.keep_checkpoints: last to rebuild it: {rerun_command(run, database)}")  # fmt: skip
+        raise PrunebenchError(f"run {run.run_id}'s checkpoint {path} is gone (deleted); {rebuild}")
     # a checkpoint a stage computed has a manifest to check it by; a dense run's is its model's own files
     problem = checkpoint_problem(path) if (path / MANIFEST).is_file() else None
     if problem is not None:

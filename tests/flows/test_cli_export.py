@@ -43,8 +43,10 @@ def recorded(tmp_path, smollm2_checkpoint):
     store = ResultStore(tmp_path / "results.duckdb")
     for bundle, path in ((synthetic_bundle("wanda-run", "wanda", "wanda 50%", sparsity=0.5, quality=0.8), checkpoint),
                          (synthetic_bundle("gone-run", "magnitude", "magnitude 50%", sparsity=0.5, hours=1), tmp_path / "deleted"),
-                         (synthetic_bundle("dense-run", "dense", "dense", hours=2), own)):  # fmt: skip
-        store.record(bundle.model_copy(update={"run": bundle.run.model_copy(update={"checkpoint": str(path)})}))
+                         (synthetic_bundle("dense-run", "dense", "dense", hours=2), own),
+                         (synthetic_bundle("unkept-run", "magnitude", "magnitude 60%", sparsity=0.6, hours=3), tmp_path / "removed")):  # fmt: skip
+        kept = {"checkpoint_kept": False} if bundle.run.run_id == "unkept-run" else {}
+        store.record(bundle.model_copy(update={"run": bundle.run.model_copy(update={"checkpoint": str(path), **kept})}))
     return model, store.path
 
 
@@ -101,9 +103,14 @@ def test_a_run_whose_checkpoint_is_gone_says_so_and_how_to_rebuild_it(recorded, 
     _, database = recorded
     assert export(database, "gone-run", tmp_path / "out") == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and f"checkpoint {tmp_path / 'deleted'} is gone (deleted, or not kept)" in error
+    assert error.count("\n") == 1 and f"checkpoint {tmp_path / 'deleted'} is gone (deleted)" in error
     assert "re-run its config to rebuild it: `prunebench run CONFIG` with the config of experiment 'main'" in error
     assert not (tmp_path / "out").exists()
+    # a checkpoint its run's output.keep_checkpoints removed once the scores were recorded
+    assert export(database, "unkept-run", tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"checkpoint {tmp_path / 'removed'} was not kept" in error
+    assert "with output.keep_checkpoints: last to rebuild it" in error and not (tmp_path / "out").exists()
 
 
 def test_a_dense_run_exports_its_models_own_files(recorded, tmp_path):
