@@ -118,7 +118,7 @@ def dropped_checkpoint(base: CheckpointRef, model: ModelSpec, plan: dict, label:
         )
         drop_layers(network, adapter, drop_plan_.drop)
         slug = checkpoint_slug(label)
-        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(plan, base.model_dump(), code_digest(__name__))}"
+        dest = Path(workdir) / "checkpoints" / model.label / f"{slug}-{spec_hash(plan, base.model_dump(), code_digest(__name__), {'dtype': model.dtype})}"  # one base in two dtypes: two checkpoints
         save_checkpoint(network, preprocessor, dest, extra={"drop_plan": plan, "method": label})
     return DroppedCheckpoint(
         ref=CheckpointRef(path=str(dest), fingerprint=checkpoint_fingerprint(dest)),
