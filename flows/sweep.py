@@ -59,11 +59,14 @@ def expand_ratios(
     flags = " ".join(f"{_FLAGS[field]} {','.join(f'{value:g}' for value in values)}" for field, values in ratios.items())
     where = f"{source or config.name} swept with {flags}"
     raw = config.model_dump(mode="json")
-    for study, dumped in zip(config.studies, raw["studies"]):  # a method's `id`, the seeds, offloading are no parameters, so not dumped
+    # a method's `id`, the model's `name`, the seeds, offloading are no parameters, so not dumped
+    for study, dumped in zip(config.studies, raw["studies"]):
         if study.calibration.seeds is not None:
             dumped["calibration"]["seeds"] = study.calibration.seeds
         if study.model.offload != "none":
             dumped["model"]["offload"] = study.model.offload
+        if study.model.name is not None:
+            dumped["model"]["name"] = study.model.name
         for method, entry in zip(study.methods, dumped["methods"]):
             if method.id is not None:
                 entry["id"] = method.id

@@ -87,13 +87,14 @@ def test_a_swept_config_keeps_its_calibration_seeds():
     assert swept.studies[0].calibration.seeds == [2, 5] and swept.studies[0].calibration.seed == 2
 
 
-def test_a_swept_config_keeps_its_offloading():
+def test_a_swept_config_keeps_its_offloading_and_model_name():
     config = ExperimentConfig.model_validate({
         "name": "t",
-        "studies": [{"model": {"source": "packaged:smollm2-135m", "offload": "cpu"},
+        "studies": [{"model": {"source": "packaged:smollm2-135m", "offload": "cpu", "name": "small"},
                      "methods": [{"name": "wanda", "sparsity": 0.5}], "eval": {"suites": ["jargon_ppl"]}}],
     })  # fmt: skip
-    assert expand_ratios(config, sparsity=[0.3, 0.5]).studies[0].model.offload == "cpu"
+    model = expand_ratios(config, sparsity=[0.3, 0.5]).studies[0].model
+    assert model.offload == "cpu" and model.name == "small" and model.label == "small"  # results are recorded under the user's label
 
 
 def test_a_value_the_config_already_has_is_run_once():
