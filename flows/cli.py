@@ -383,16 +383,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep {swept.name}: {n_branches} branches on {where}", flush=True)
     with deploy.run_api():
         deploy.mark_dead_runs_crashed("sweep")
-        markdown = run_sweep(
+        state = run_sweep(
             str(args.config.resolve()),
             task_runner(runner, args.concurrency, args.dask_address, args.dask_workers),
             sparsity=args.sparsity,
             drop_ratio=args.drop_ratio,
             database=str(config.output.database.resolve()),
             workdir=str(config.output.workdir.resolve()),
+            return_state=True,
         )
+    markdown = state.result()  # raises what the flow raised
     print()
     print(markdown)
+    _print_checkpoints(config.output.database, str(state.state_details.flow_run_id), config.output.keep_checkpoints)
     print(f"\nresults: {config.output.database}   (prunebench report --database {config.output.database})")
     return 0
 

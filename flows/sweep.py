@@ -120,13 +120,15 @@ def run_sweep(
     drop_ratio: list[float] | None = None,
     database: str | None = None,
     workdir: str | None = None,
-) -> str:
-    """Run the sweep flow under `runner`; returns the leaderboard as markdown."""
+    return_state: bool = False,
+):
+    """Run the sweep flow under `runner`; returns the leaderboard as markdown (or, with `return_state`,
+    the flow run's final state, whose result it is)."""
     # lm-eval's stderr bootstrap forks a process pool unless DISABLE_MULTIPROC is set; the harness sets
     # it around each evaluation and restores it after, which two concurrent evaluations would race on.
     os.environ.setdefault("DISABLE_MULTIPROC", "1")
     # Dask workers are other processes: they reach the API the caller set up (`deploy.run_api`, which
     # puts its URL into the environment they are spawned with and into the settings prefect-dask sends).
     return sweep.with_options(task_runner=runner)(
-        config_path, sparsity=sparsity, drop_ratio=drop_ratio, database=database, workdir=workdir
+        config_path, sparsity=sparsity, drop_ratio=drop_ratio, database=database, workdir=workdir, return_state=return_state
     )

@@ -193,6 +193,9 @@ def test_thread_sweep_records_every_method_and_ratio_once(thread_sweep):
     assert n_results == n_distinct == len(SWEPT) * 3  # jargon_ppl: word and byte perplexity, bits per byte
     leaderboard = output[output.index("### tiny-llama"):]
     assert all(f"| {label} " in leaderboard for label in SWEPT)
+    # and, as `run` does, where each run's checkpoint is
+    listed = output[output.index("checkpoints (output.keep_checkpoints: last;"):]
+    assert all(f"tiny-llama / {label}  " in listed for label in SWEPT)
 
 
 @pytest.mark.e2e
