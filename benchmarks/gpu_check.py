@@ -58,6 +58,7 @@ import torch
 
 from layerdrop_speed import describe_device, free, latency, prefill_ms, random_token_ids
 from prune_speed import GIB, REPO, build_model, forward_pass, prune_once
+from pruning.errors import first_line
 from pruning.local.walk import prune_model
 from pruning.models.adapters import adapter_for, blocks, prunable_linears
 
@@ -133,7 +134,7 @@ class Check:
             try:
                 self.figures[key] = measure()
             except Exception as error:  # one figure's failure (out of memory, a kernel missing) leaves the others to run
-                self.figures[key] = {"failed": f"{type(error).__name__}: {_first_line(error)}"}
+                self.figures[key] = {"failed": f"{type(error).__name__}: {first_line(error)}"}
             free(self.args.device)
         print(f"  [{self.elapsed_s():6.1f} s] {key}: {_summary(self.figures[key])}", flush=True)
 
@@ -184,7 +185,7 @@ def measure_semi_structured(check: Check) -> dict:
         for linear in linears:
             linear.weight = torch.nn.Parameter(to_sparse_semi_structured(linear.weight), requires_grad=False)
     except (RuntimeError, ValueError, NotImplementedError) as error:  # a shape, dtype or kernel this torch build refuses
-        return {"unsupported": f"unsupported here: to_sparse_semi_structured refused a {tuple(linear.weight.shape)} weight: {_first_line(error)}"}
+        return {"unsupported": f"unsupported here: to_sparse_semi_structured refused a {tuple(linear.weight.shape)} weight: {first_line(error)}"}
     sparse_ms = {length: _median_prefill_ms(model, ids, args) for length, ids in prompts.items()}
     prefill = {str(length): {"dense_ms": dense_ms[length], "sparse_ms": sparse_ms[length], "speedup": dense_ms[length] / sparse_ms[length]}
                for length in args.prefill_lengths}  # fmt: skip
@@ -396,12 +397,6 @@ def _summary(figure: dict) -> str:
         return f"{figure['seconds']:.2f} s" + (f" = {figure['x_floor']:.2f}x the floor" if "x_floor" in figure else "")
     speedups = [f"{length}: {row.get('speedup', row.get('share_of_ideal')):.2f}" for length, row in figure["prefill"].items()]
     return ("prefill speedups " if "linears_converted" in figure else "prefill shares of the ideal ") + ", ".join(speedups)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
-
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from pruning.errors import SuiteError
+from pruning.errors import SuiteError, first_line
 from pruning.files import write_text_atomic
 
 Loaded = TypeVar("Loaded")
@@ -286,16 +286,11 @@ def load_suite(load: Callable[[], Loaded], name: str, is_local: bool, harness: s
         return load()
     except Exception as err:
         if is_local:
-            raise SuiteError(f"local suite {name!r} cannot be loaded by {harness}: {type(err).__name__}: {_first_line(err)}") from err
+            raise SuiteError(f"local suite {name!r} cannot be loaded by {harness}: {type(err).__name__}: {first_line(err)}") from err
         from huggingface_hub import constants
 
         raise SuiteError(
             f"suite {name!r} is an {harness} task whose dataset is not in the local Hugging Face cache "
             f"({constants.HF_HOME}); "
-            f"run it once on a machine with network and copy the cache here ({type(err).__name__}: {_first_line(err)})"
+            f"run it once on a machine with network and copy the cache here ({type(err).__name__}: {first_line(err)})"
         ) from err
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""

@@ -30,3 +30,8 @@ class SuiteError(PrunebenchError):
 
 class StoreError(PrunebenchError):
     """The results database cannot be opened or written (locked, corrupt, wrong schema)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, for a one-line report; its type's name when it has no message."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

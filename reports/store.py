@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import duckdb
 from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
-from pruning.errors import StoreError
+from pruning.errors import StoreError, first_line
 from reports import schema
 from reports.records import AllocationRow, ItemScore, Record, RedundancyRow, ResultRow, RunBundle, RunRecord, StageRecord
 
@@ -183,7 +183,7 @@ class ResultStore:
                 schema.migrate(connection)
                 return work(connection)
         except duckdb.Error as error:
-            raise StoreError(f"{self.path}: {doing} failed and was rolled back: {_first_line(error)}") from error
+            raise StoreError(f"{self.path}: {doing} failed and was rolled back: {first_line(error)}") from error
 
     def _read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `work` in a read-only transaction on a database of the current schema; a file that
@@ -191,7 +191,7 @@ class ResultStore:
         try:
             return self._read_unchecked(work)
         except duckdb.Error as error:
-            raise StoreError(f"{self.path}: reading failed: {_first_line(error)} (the file may be damaged; it was left as it is)") from error
+            raise StoreError(f"{self.path}: reading failed: {first_line(error)} (the file may be damaged; it was left as it is)") from error
 
     def _read_unchecked(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         if not self.path.exists():  # nothing recorded yet; reading must not create the file
@@ -254,7 +254,7 @@ class ResultStore:
                 raise StoreError(
                     f"{self.path} is not a DuckDB database (corrupt, or another format); it was left as it is"
                 ) from None
-            raise StoreError(f"{self.path} cannot be opened as a DuckDB database: {_first_line(error)}") from None
+            raise StoreError(f"{self.path} cannot be opened as a DuckDB database: {first_line(error)}") from None
 
 
 def default_lock_timeout_s() -> float:
@@ -283,10 +283,6 @@ def _thread_lock(path: Path) -> threading.Lock:
 def _is_lock_conflict(error: BaseException) -> bool:
     # DuckDB: 'IO Error: Could not set lock on file "...": Conflicting lock is held in ... (PID n)'
     return isinstance(error, duckdb.IOException) and "Could not set lock on file" in str(error)
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _insert(connection: duckdb.DuckDBPyConnection, table: str, records: Sequence[Record]) -> None:

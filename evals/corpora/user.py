@@ -23,7 +23,7 @@ from pathlib import Path
 from evals.corpora import CORPORA, corpus_documents
 from evals.imageqa.records import decode_image
 from evals.suites import IMAGE_CORPORA
-from pruning.errors import ConfigError, PrunebenchError
+from pruning.errors import ConfigError, PrunebenchError, first_line
 from pruning.files import file_digest
 from pruning.specs import RECORD_SUFFIXES, CalibrationSpec
 
@@ -172,7 +172,7 @@ def hub_dataset(calibration: CalibrationSpec):
             dataset = datasets.load_dataset(name, **options)
             revision = Path(dataset.cache_files[0]["filename"]).parent.name if dataset.cache_files else "prepared"
         except Exception as error:
-            failures.append(f"prepared: {_first_line(error)}")
+            failures.append(f"prepared: {type(error).__name__}: {first_line(error)}")
             try:
                 snapshot = Path(snapshot_download(name, repo_type="dataset", local_files_only=True))
             except Exception as error:  # LocalEntryNotFoundError and friends: no snapshot of it either
@@ -181,7 +181,7 @@ def hub_dataset(calibration: CalibrationSpec):
                 dataset, revision = datasets.load_dataset(str(snapshot), **options), snapshot.name
             except Exception as error:
                 raise ConfigError(f"calibration.corpus {name!r}: the hub cache's snapshot {snapshot} cannot be read as asked "
-                                  f"({_first_line(error)}); nor a prepared copy ({failures[0]})") from None  # fmt: skip
+                                  f"({type(error).__name__}: {first_line(error)}); nor a prepared copy ({failures[0]})") from None  # fmt: skip
     finally:
         datasets.config.HF_HUB_OFFLINE = offline
     if calibration.text_field not in dataset.column_names:
@@ -278,7 +278,3 @@ def _exists(path: Path) -> Path:
 
 def _digest(parts: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _first_line(error: Exception) -> str:
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"

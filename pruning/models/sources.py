@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pruning.errors import CheckpointError, ModelSourceError
+from pruning.errors import CheckpointError, ModelSourceError, first_line
 from pruning.files import MANIFEST, write_text_atomic
 from pruning.models.compressed import compress_checkpoint, dense_state_dict, sparsity_config_of, stored_shapes
 from pruning.specs import ModelSpec
@@ -131,7 +131,7 @@ def _hub_cache_problem(repo_id: str, hub: Path, err: Exception) -> str:
     if not (folder / "snapshots" / commit).is_dir():
         return (f"model {repo_id!r}: {ref} names commit {commit}, but {folder / 'snapshots' / commit} is missing "
                 f"(an interrupted download or a partial copy); {fetch}")  # fmt: skip
-    return f"model {repo_id!r}: the Hugging Face cache in {folder} cannot be read: {type(err).__name__}: {_first_line(err)}; {fetch}"
+    return f"model {repo_id!r}: the Hugging Face cache in {folder} cannot be read: {type(err).__name__}: {first_line(err)}; {fetch}"
 
 
 def materialize_packaged(name: str, cache_dir: Path) -> Path:
@@ -184,7 +184,7 @@ def count_parameters(path: Path) -> int:
             with safe_open(shard, framework="pt") as tensors:
                 total += sum(math.prod(shape) for _, shape in stored_shapes(tensors))
         except Exception as err:
-            raise CheckpointError(f"cannot read weights {shard}: {type(err).__name__}: {_first_line(err)}") from err
+            raise CheckpointError(f"cannot read weights {shard}: {type(err).__name__}: {first_line(err)}") from err
     return total
 
 
@@ -194,7 +194,7 @@ def load_tokenizer(path: Path, spec: ModelSpec):
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
     except Exception as err:
-        raise CheckpointError(f"cannot load the tokenizer of {path}: {type(err).__name__}: {_first_line(err)}") from err
+        raise CheckpointError(f"cannot load the tokenizer of {path}: {type(err).__name__}: {first_line(err)}") from err
 
 
 # Files any saved tokenizer leaves; a checkpoint with none of them (a tiny test model) has no tokenizer.
@@ -258,7 +258,7 @@ def load_model(path: Path, spec: ModelSpec) -> tuple[nn.Module, object | None]:
     except CheckpointError:
         raise
     except Exception as err:
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {first_line(err)}") from err
     return _placed(model, spec).eval(), preprocessor
 
 
@@ -306,7 +306,7 @@ def checkpoint_adapter(path: Path, spec: ModelSpec):
             with torch.device("meta"):
                 model = cls.from_config(config) if hasattr(cls, "from_config") else cls._from_config(config)
     except Exception as err:
-        raise CheckpointError(f"cannot build {path}'s model from its config: {type(err).__name__}: {_first_line(err)}") from err
+        raise CheckpointError(f"cannot build {path}'s model from its config: {type(err).__name__}: {first_line(err)}") from err
     return check_layout(model, adapter)
 
 
@@ -379,7 +379,7 @@ def save_checkpoint(model: nn.Module, tokenizer, dest: Path, extra: dict | None 
                 if tokenizer is not None:
                     tokenizer.save_pretrained(tmp)
             except Exception as error:  # a full disk surfaces as OSError or safetensors' own SafetensorError
-                raise CheckpointError(f"cannot write the checkpoint {dest}: {_first_line(error)} (is its disk full?)") from error
+                raise CheckpointError(f"cannot write the checkpoint {dest}: {first_line(error)} (is its disk full?)") from error
             files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
             (tmp / MANIFEST).write_text(json.dumps({"files": files, **(extra or {})}, indent=2))
             if dest.exists():
@@ -501,8 +501,3 @@ def checkpoint_problem(path: Path, fingerprint: str | None = None) -> str | None
     if fingerprint is not None and checkpoint_fingerprint(path) != fingerprint:
         return f"the files of {path} changed after the stage that wrote them was cached"
     return None
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
