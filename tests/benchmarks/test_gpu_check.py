@@ -45,7 +45,7 @@ def test_a_tiny_cpu_run_writes_every_figure_and_judges_every_goal(gpu_check, tmp
         assert figures[key]["x_floor"] == pytest.approx(figures[key]["seconds"] / figures["floor"]["seconds"])
     assert figures["ecoflap_zeroth_wanda_50"]["score_passes"] == 2 * 8  # per_block: 2 per block, one batch of 8
     offload = figures["offload_wanda_50"]
-    assert offload.get("skipped") == "offload: prune_model has no execution_device yet" or offload["seconds"] > 0
+    assert offload["seconds"] > 0
     assert figures["semi_structured_2_4"]["unsupported"].startswith("unsupported on cpu")
     drop = figures["layer_drop"]
     assert (drop["n_layers"], drop["dropped"], drop["ideal"]) == (8, [6, 7], pytest.approx(8 / 6))
