@@ -231,9 +231,15 @@ def test_a_worse_result_than_last_time_ends_the_flow_regressed(smoke_run, tmp_pa
 def test_calibration_seeds_run_calibrated_methods_once_each_and_report_their_spread(smoke_run, tmp_path, cache_dir):
     config = smoke_config(tmp_path, cache_dir, calibration={"n_samples": 4, "seq_len": 64, "batch_size": 4, "seeds": [0, 1]},
                           methods=[{"name": "dense"}, {"name": "wanda", "sparsity": 0.5}])  # fmt: skip
+    # the smoke run's workdir: seed 0 is the smoke run's own calibration set, so only seed 1 is computed
+    tmp, _, _ = smoke_run
+    written = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**written, "output": {**written["output"], "workdir": str(tmp / "work")}}))
     result = prunebench("run", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = sorted(query(tmp_path / "results.duckdb", "SELECT method_label, seed FROM runs"))
-    assert runs == [("dense", 0), ("wanda 50%", 0), ("wanda 50%", 1)]  # dense reads no calibration: once
+    runs = sorted(query(tmp_path / "results.duckdb", "SELECT method_label, seed, cached FROM runs r JOIN stages s USING (run_id) "
+                                                     "WHERE s.stage = 'evaluate'"))  # fmt: skip
+    # dense reads no calibration: once; seed 0's evaluations come from the smoke run's cache
+    assert runs == [("dense", 0, True), ("wanda 50%", 0, True), ("wanda 50%", 1, False)]
     wanda = next(line for line in result.stdout.splitlines() if line.startswith("| wanda 50%"))
     assert "2 seeds" in wanda and "[" in wanda  # the spread over the seeds, beside each value's interval

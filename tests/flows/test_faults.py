@@ -235,7 +235,7 @@ def killed_and_rerun(module_tmp, cache_dir, smollm2_checkpoint):
     os.truncate(weights, whole_size // 3)
     (calibration,) = (tmp / "work" / "calibration").glob("*.safetensors")
     os.truncate(calibration, 100)
-    corrupt_rerun = prunebench("run", str(config), own_server=True)
+    corrupt_rerun = prunebench("run", str(config))
     assert corrupt_rerun.returncode == 0, corrupt_rerun.stderr[-4000:]
     return {"database": database, "before": before, "killed_output": killed_output, "locked_output": locked_output,
             "rerun": rerun, "corrupt_rerun": corrupt_rerun, "magnitude": magnitude, "half": half,
