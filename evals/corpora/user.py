@@ -163,8 +163,12 @@ def hub_dataset(calibration: CalibrationSpec):
     import datasets
     from huggingface_hub import snapshot_download
 
+    from pruning.models.sources import datasets_cache_dir, hub_cache_dir
+
     name = calibration.corpus
-    options = dict(name=calibration.config, split=calibration.split, data_files=calibration.data_files)
+    # both caches as the environment names them now: the libraries read it once, when imported
+    options = dict(name=calibration.config, split=calibration.split, data_files=calibration.data_files,
+                   cache_dir=str(datasets_cache_dir()))  # fmt: skip
     failures = []
     offline, datasets.config.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE, True  # even where HF_HUB_OFFLINE=0 lets a harness reach the Hub
     try:
@@ -174,7 +178,7 @@ def hub_dataset(calibration: CalibrationSpec):
         except Exception as error:
             failures.append(f"prepared: {type(error).__name__}: {first_line(error)}")
             try:
-                snapshot = Path(snapshot_download(name, repo_type="dataset", local_files_only=True))
+                snapshot = Path(snapshot_download(name, repo_type="dataset", cache_dir=hub_cache_dir(), local_files_only=True))
             except Exception as error:  # LocalEntryNotFoundError and friends: no snapshot of it either
                 raise ConfigError(_not_cached(calibration)) from error
             try:
@@ -190,12 +194,14 @@ def hub_dataset(calibration: CalibrationSpec):
 
 
 def _not_cached(calibration: CalibrationSpec) -> str:
+    from pruning.models.sources import datasets_cache_dir, hub_cache_dir
+
     name = calibration.corpus
     config = f", {calibration.config!r}" if calibration.config else ""
     files = f", data_files={calibration.data_files!r}" if calibration.data_files else ""
     return (
         f"calibration.corpus {name!r} is no built-in corpus ({', '.join(sorted([*CORPORA, *IMAGE_CORPORA]))}), no local file or "
-        f"folder, and no dataset in the local Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}); on a "
+        f"folder, and no dataset in the local Hugging Face caches ({datasets_cache_dir()}, {hub_cache_dir()}); on a "
         f"machine with network run `hf download --repo-type dataset {name}` (or python -c \"import datasets; "
         f"datasets.load_dataset({name!r}{config}, split={calibration.split!r}{files})\") and copy the cache here, "
         f"or set calibration.corpus to a local file"

@@ -97,9 +97,22 @@ def hub_cache_dir() -> Path:
     $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub. The library reads these once, when it
     is imported; a process that sets HF_HOME later (a test, a notebook) is honoured here."""
     env = os.environ
-    home = env.get("HF_HOME") or str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
-    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or str(Path(home) / "hub")
-    return Path(os.path.expandvars(cache)).expanduser()
+    return _expanded(env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or str(_hf_home() / "hub"))
+
+
+def datasets_cache_dir() -> Path:
+    """Where `datasets` keeps the datasets it prepared, by its own rule (`datasets/config.py`), read now:
+    HF_DATASETS_CACHE, else HF_HOME/datasets (see `hub_cache_dir`)."""
+    return _expanded(os.environ.get("HF_DATASETS_CACHE") or str(_hf_home() / "datasets"))
+
+
+def _hf_home() -> Path:
+    env = os.environ
+    return _expanded(env.get("HF_HOME") or str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"))
+
+
+def _expanded(path: str) -> Path:
+    return Path(os.path.expandvars(path)).expanduser()
 
 
 def _from_hub_cache(repo_id: str) -> Path:

@@ -138,14 +138,15 @@ def test_image_question_records_resolve_images_beside_the_file_and_fingerprint_t
 
 @pytest.fixture
 def hf_caches(tmp_path, monkeypatch) -> tuple[Path, Path]:
-    """Empty hub and datasets caches of this test's own (read at call time by both libraries)."""
-    import datasets
-    import huggingface_hub.constants
+    """Empty hub and datasets caches of this test's own, under an HF_HOME set after both libraries were
+    imported (they read it once, at import: the caches must still be found from it at call time)."""
+    import datasets  # noqa: F401 - imported first on purpose
+    import huggingface_hub  # noqa: F401
 
-    hub, prepared = tmp_path / "hf" / "hub", tmp_path / "hf" / "datasets"
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", prepared)
-    return hub, prepared
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return tmp_path / "hf" / "hub", tmp_path / "hf" / "datasets"
 
 
 def hub_snapshot(hub: Path, repo_id: str, files: dict[str, str], commit: str) -> Path:
@@ -218,7 +219,7 @@ def test_a_dataset_in_neither_cache_fails_with_how_to_get_it(hf_caches, tmp_path
     message = str(failed.value)
     assert "\n" not in message
     assert message.startswith("calibration.corpus 'allenai/c4' is no built-in corpus (docstrings, imageqa, jargon), no local file or folder, "
-                              "and no dataset in the local Hugging Face cache")  # fmt: skip
+                              f"and no dataset in the local Hugging Face caches ({tmp_path / 'hf' / 'datasets'}, {tmp_path / 'hf' / 'hub'}); ")  # fmt: skip
     assert "`hf download --repo-type dataset allenai/c4`" in message
     assert "datasets.load_dataset('allenai/c4', split='train', data_files='en/c4-train.00000-of-01024.json.gz')" in message
     assert not list((tmp_path / "hf").rglob("*.arrow"))  # nothing fetched, nothing prepared
