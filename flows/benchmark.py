@@ -26,7 +26,7 @@ from evals.suites import IMAGE_CORPORA, IMAGE_SUITES, LOCAL_SUITES
 from evals.suites.primary import primary_results
 from evals.task_files import task_files_digest
 from flows import environment, provenance
-from flows.checkpoints import BranchCheckpoints
+from flows.checkpoints import BranchCheckpoints, usable
 from flows.config import ExperimentConfig, StudySpec, load_config, spec_hash
 from flows.deploy import tag_with_process
 from pruning.allocation import allocate
@@ -94,10 +94,10 @@ def run_experiment(config: ExperimentConfig, fan_out: bool = False) -> str:
     database = str(config.output.database.resolve())
     cache_dir = str(config.output.cache_dir.resolve())
     local_suites = sorted({s for study in config.studies for s in study.eval.suites if s in LOCAL_SUITES})
-    suites_dir = _rebuilt_if_missing(eval_suites, _missing_directory, names=local_suites, workdir=workdir, cache_dir=cache_dir)
+    suites_dir = usable(eval_suites, _missing_directory, names=local_suites, workdir=workdir, cache_dir=cache_dir)
     image_root = None
     if any(uses_images(study) for study in config.studies):
-        image_root = _rebuilt_if_missing(imageqa_data, _missing_directory, cache_dir=cache_dir)
+        image_root = usable(imageqa_data, _missing_directory, cache_dir=cache_dir)
     image_tasks = str(tasks_dir(Path(image_root))) if image_root else None
     # the user's task files and their data as they are when the run begins, read once: a key of every evaluation
     task_files = {paths: task_files_digest(paths) for paths in {tuple(study.eval.include_path) for study in config.studies} if paths}
@@ -202,7 +202,7 @@ def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_d
     """Each stage that several methods of the study may read, computed once; one MethodInputs per method."""
     trained = None
     if study.model.source == f"packaged:{TOY_VLM}":
-        trained = _rebuilt_if_missing(
+        trained = usable(
             toy_vlm_checkpoint,
             # no fingerprint check: the trained model lives in the cache directory, which several
             # workdirs may share; any complete training of the same spec will do
@@ -212,7 +212,7 @@ def study_stages(study: StudySpec, image_root: str | None, workdir: str, cache_d
     base = model_checkpoint(study.model, cache_dir)
     calibration = None
     if any(needs_calibration(method) for method in study.methods):
-        calibration = _rebuilt_if_missing(
+        calibration = usable(
             calibration_set,
             lambda c: file_problem(Path(c.path), c.digest),
             base=base.ref, model=study.model, calibration=study.calibration, workdir=workdir, cache_dir=cache_dir,
@@ -351,17 +351,6 @@ def uses_images(study: StudySpec) -> bool:
         or study.calibration.corpus in IMAGE_CORPORA
         or any(name in IMAGE_SUITES for name in study.eval.suites)
     )
-
-
-def _rebuilt_if_missing(task, problem_of, **parameters):
-    """Call a cached task; if what its result points to is gone, incomplete or changed (`problem_of`
-    says why, or None when it is whole), recompute it with a warning instead of using it."""
-    result = task(**parameters)
-    problem = problem_of(result)
-    if problem is None:
-        return result
-    get_run_logger().warning("cached result of %s is unusable: %s; rebuilding it", task.name, problem)
-    return task.with_options(refresh_cache=True)(**parameters)
 
 
 def _missing_directory(path: str) -> str | None:

@@ -43,6 +43,20 @@ class Built:
     source: Built | None = None  # the earlier stage whose checkpoint this one read (`parameters["checkpoint"]`)
 
 
+def usable(task: Task, problem_of, **parameters):
+    """A cached task's result, or, when what it points to is gone, incomplete or changed (`problem_of`
+    says why in one line, or None when it is whole), the task computed again (`recomputed`)."""
+    result = task(**parameters)
+    problem = problem_of(result)
+    return result if problem is None else recomputed(task, problem, parameters)
+
+
+def recomputed(task: Task, problem: str, parameters: dict):
+    """`task` computed afresh, its cache entry replaced, with a warning naming the `problem` of the cached one."""
+    get_run_logger().warning("cached result of %s is unusable: %s; rebuilding it", task.name, problem)
+    return task.with_options(refresh_cache=True)(**parameters)
+
+
 class BranchCheckpoints:
     """One branch's checkpoint stages, holds and removals; a context manager that lets go of every hold."""
 
@@ -86,8 +100,7 @@ class BranchCheckpoints:
         if source is not None:
             self.whole(source)
             parameters = {**parameters, "checkpoint": source.result.ref}
-        get_run_logger().warning("cached result of %s is unusable: %s; rebuilding it", task.name, problem)
-        return task.with_options(refresh_cache=True)(**parameters)
+        return recomputed(task, problem, parameters)
 
     def kept(self, evaluated: Built | None) -> bool:
         """Whether the run keeps the checkpoint it evaluated: the base model's always; a built one unless
@@ -113,8 +126,7 @@ class BranchCheckpoints:
                 if built.source is not None:
                     self.whole(built.source)
                     built.parameters = {**built.parameters, "checkpoint": built.source.result.ref}
-                get_run_logger().warning("cached result of %s is unusable: %s; rebuilding it", built.task.name, problem)
-                result = built.task.with_options(refresh_cache=True)(**built.parameters)
+                result = recomputed(built.task, problem, built.parameters)
             built.result = result
         self._hold(built.result.ref.path)
 
