@@ -226,10 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--seq-len", type=_positive_int, help="tokens per calibration sequence (default: 256; the papers use 2048)")
     prune.add_argument("--eval", default="jargon_ppl", metavar="SUITE[,SUITE...]", help="suites to evaluate on (default: jargon_ppl)")
     prune.add_argument("--limit", type=_positive_int, help="at most this many documents per suite")
+    prune.add_argument("--include-path", type=Path, action="append", default=[], metavar="DIR",
+                       help="a directory of your own lm-eval task YAMLs, whose tasks --eval may name (repeatable)")  # fmt: skip
     prune.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: float32")
     prune.add_argument("--device", help="cpu, cuda, cuda:N, ... (default: cpu)")
     prune.add_argument("--offload", choices=("none", "cpu", "disk"), help="keep the weights in RAM (cpu) or memory-mapped files "
                        "(disk) and run one block at a time on --device: a model larger than the GPU (default: none)")
+    prune.add_argument("--adapter", type=Path, metavar="YAML", help="the model's adapter file, for a family prunebench has no "
+                       "adapter for (README: Architectures)")
+    prune.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own modelling code (off by default: "
+                       "it is code from the checkpoint's authors)")
     prune.add_argument("--out", type=Path, help="write the pruned model here as plain safetensors with a model card (a new directory; "
                        "`prunebench export` writes the compressed form)")
     prune.add_argument("--database", type=Path, default=DEFAULT_DATABASE, help=f"default: {DEFAULT_DATABASE}")
@@ -525,7 +531,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         args.model, args.method, sparsity=args.sparsity, drop_ratio=args.drop_ratio, fields=args.fields,
         calibration=args.calibration, n_samples=args.n_samples, seq_len=args.seq_len, suites=args.eval, limit=args.limit,
         dtype=args.dtype, device=args.device, database=args.database, workdir=args.workdir, cache=args.cache,
-        offload=args.offload,
+        offload=args.offload, adapter=args.adapter, trust_remote_code=args.trust_remote_code, include_path=args.include_path,
     )  # fmt: skip
     if args.out is not None and args.out.exists():
         raise PrunebenchError(f"--out {args.out} exists; name a new directory")

@@ -16,7 +16,8 @@ def oneline_config(
     model: str, method: str, *, sparsity: float | None = None, drop_ratio: float | None = None, fields: list[str] = (),
     calibration: str | None = None, n_samples: int | None = None, seq_len: int | None = None, suites: str = "jargon_ppl",
     limit: int | None = None, dtype: str | None = None, device: str | None = None, database: Path, workdir: Path | None = None,
-    cache: Path | None = None, offload: str | None = None,
+    cache: Path | None = None, offload: str | None = None, adapter: Path | None = None, trust_remote_code: bool = False,
+    include_path: list[Path] = (),
 ) -> dict:  # fmt: skip
     """The config of one model pruned by one method, beside its dense baseline, as a plain dict (YAML-able)."""
     entry: dict = {"name": method}
@@ -34,12 +35,18 @@ def oneline_config(
             raise ConfigError(f"--set {field!r}: {value!r} is not a YAML value") from None
     study: dict = {"model": {"source": model}, "methods": [{"name": "dense"}, entry]}
     study["model"].update({key: value for key, value in (("dtype", dtype), ("device", device), ("offload", offload)) if value is not None})
+    if adapter is not None:  # the config is written beside the database: every path it names is absolute
+        study["model"]["adapter"] = str(Path(adapter).resolve())
+    if trust_remote_code:
+        study["model"]["trust_remote_code"] = True
     chosen = {key: value for key, value in (("corpus", calibration), ("n_samples", n_samples), ("seq_len", seq_len)) if value is not None}
     if chosen:
         study["calibration"] = chosen
     study["eval"] = {"suites": [suite.strip() for suite in suites.split(",") if suite.strip()]}
     if limit is not None:
         study["eval"]["limit"] = limit
+    if include_path:
+        study["eval"]["include_path"] = [str(Path(path).resolve()) for path in include_path]
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.removeprefix("packaged:").rstrip("/").split("/")[-1]).strip("-") or "model"
     ratio = "" if sparsity is None and drop_ratio is None else f"-{round(100 * (sparsity if sparsity is not None else drop_ratio))}"
     output = {"database": str(Path(database).resolve())}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from flows.config import ExperimentConfig
 from flows.oneline import oneline_config
 from pruning.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_config_is_the_method_beside_a_dense_baseline_and_validates(tmp_path):
@@ -37,3 +41,20 @@ def test_layer_dropping_takes_a_drop_ratio_and_defaults_stay_the_configs(tmp_pat
 def test_a_malformed_field_is_named(tmp_path, field):
     with pytest.raises(ConfigError, match="--set"):
         oneline_config("m", "wanda", sparsity=0.5, fields=[field], database=tmp_path / "db")
+
+
+def test_an_adapter_remote_code_and_user_tasks_go_into_the_model_and_eval_as_absolute_paths(tmp_path, user_mc_task, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    tasks = user_mc_task(tmp_path)
+    config = oneline_config("packaged:smollm2-135m", "wanda", sparsity=0.5, suites="my_mc", database=tmp_path / "db.duckdb",
+                            adapter=Path("../../repo/configs/adapters/starcoder.yaml"), trust_remote_code=True,
+                            include_path=[Path("tasks")])  # fmt: skip
+    (study,) = config["studies"]
+    assert study["model"] == {"source": "packaged:smollm2-135m", "trust_remote_code": True,
+                              "adapter": str((tmp_path / "../../repo/configs/adapters/starcoder.yaml").resolve())}  # fmt: skip
+    assert study["eval"] == {"suites": ["my_mc"], "include_path": [str(tasks)]}
+    study["model"]["adapter"] = str(REPO / "configs" / "adapters" / "starcoder.yaml")
+    validated = ExperimentConfig.model_validate(config).studies[0]
+    assert validated.model.adapter.family == "starcoder" and validated.model.trust_remote_code
+    assert validated.eval.include_path == [tasks]
+    assert "trust_remote_code" not in oneline_config("m", "wanda", sparsity=0.5, database=tmp_path / "db")["studies"][0]["model"]
