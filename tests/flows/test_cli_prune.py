@@ -14,10 +14,12 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def pruned(module_tmp, cache_dir, smollm2_checkpoint):
+def pruned(module_tmp, cache_dir, smollm2_checkpoint, user_mc_task):
     tmp = module_tmp("oneline")
     model = tiny_llama(tmp / "tiny-llama", smollm2_checkpoint)
+    tasks = user_mc_task(tmp / "user")
     result = prunebench("prune", str(model), "--method", "wanda", "--sparsity", "0.5", "--n-samples", "4", "--seq-len", "32",
+                        "--eval", "jargon_ppl,my_mc", "--include-path", str(tasks),
                         "--limit", "2", "--out", str(tmp / "out" / "wanda50"), "--database", str(tmp / "results.duckdb"),
                         "--workdir", str(tmp / "work"), "--cache", str(cache_dir))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -35,6 +37,9 @@ def test_prune_runs_the_flow_records_it_and_saves_a_loadable_checkpoint(pruned):
     assert checkpoint.startswith(str(tmp / "work" / "checkpoints" / "tiny-llama" / "wanda-50pct-"))
     assert f"  tiny-llama / wanda 50%  {checkpoint}  (" in result.stdout  # the run's own list of checkpoints
     assert query(tmp / "results.duckdb", "SELECT method_label, checkpoint FROM runs WHERE method = 'wanda'") == [("wanda 50%", checkpoint)]
+    # the user's own task (--include-path), evaluated beside the built-in suite for both runs
+    assert yaml.safe_load(config.read_text())["studies"][0]["eval"]["include_path"] == [str(tmp / "user" / "tasks")]
+    assert query(tmp / "results.duckdb", "SELECT DISTINCT suite FROM results ORDER BY 1") == [("jargon_ppl",), ("my_mc",)]
     saved = AutoModelForCausalLM.from_pretrained(tmp / "out" / "wanda50")
     weight = saved.model.layers[0].mlp.up_proj.weight
     assert (weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
