@@ -48,7 +48,7 @@ from tasks.common import cached_tasks
 from tasks.persistence import STAGE_JSON
 from tasks.evaluate import eval_scores
 from tasks.model import model_checkpoint
-from tasks.finetune import check_finetune_corpus, finetuned_checkpoint
+from tasks.finetune import check_finetune_corpus, finetune_corpus, finetuned_checkpoint
 from tasks.layerdrop import drop_plan, dropped_checkpoint, layer_redundancy_scores, redundancy_of, sleb_never, sleb_removal_order
 from tasks.prune import needs_calibration, pruned_checkpoint
 from tasks.scores import block_scores, scores_of
@@ -304,7 +304,8 @@ def _branch(config: ExperimentConfig, study: StudySpec, method, inputs: MethodIn
             train_layers = pruned.result.train_layers if method.name in LAYER_DROP_METHODS else list(range(decoder_layer_count(Path(base.ref.path))))
             last = checkpoints.stage(
                 finetuned_checkpoint, pruned,
-                model=study.model, train_layers=train_layers, finetune_spec=method.finetune, corpus=study.calibration.corpus,
+                model=study.model, train_layers=train_layers, finetune_spec=method.finetune,
+                corpus=finetune_corpus(method.finetune, study.calibration.corpus),
                 label=method.label, workdir=workdir, cache_dir=cache_dir, compress=config.output.compress_checkpoints,
             )  # fmt: skip
         scores = checkpoints.evaluation(
@@ -517,8 +518,9 @@ def preflight(config: ExperimentConfig, *, full: bool = True) -> None:
                 checkpoint_adapter(path, study.model)
         if any(needs_calibration(method) for method in study.methods):
             check_calibration(study.calibration, source, multimodal, config.output.cache_dir)
-        if any(getattr(method, "finetune", None) is not None for method in study.methods):
-            check_finetune_corpus(study.calibration.corpus)
+        for method in study.methods:
+            if getattr(method, "finetune", None) is not None:
+                check_finetune_corpus(method.finetune, study.calibration.corpus, multimodal, config.output.cache_dir)
         text_local = [name for name in study.eval.suites if name in LOCAL_SUITES]
         others = [name for name in study.eval.suites if name not in LOCAL_SUITES and name not in IMAGE_SUITES]
         if multimodal:

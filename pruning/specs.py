@@ -364,7 +364,7 @@ class FinetuneSpec(Spec):
     Which layers train is the method's business (INTERLACE's interleaved marks, or every remaining
     decoder layer for the baselines' "healing"); this says on what and how. The data is a slice of
     a local training split disjoint from evaluation: the text corpus's `train` split for language
-    models, the image-QA training split for VLMs.
+    models, the image-QA training split for VLMs; or, with `data`, the user's own training text.
     """
 
     examples: int = Field(256, gt=0, description="size of the training slice (sequences or image-question pairs)")
@@ -379,6 +379,31 @@ class FinetuneSpec(Spec):
         True, description="weights stored in bf16/fp16 step through fp32 copies (8 bytes more per trained element)"
     )
     seed: Seed = 0
+    # Left out of the dump when absent, so finetunes on a built-in corpus keep their method ids and keys;
+    # the data's contents key the finetune stage (the run fingerprints it: `tasks.calibration.fingerprinted`).
+    data: CalibrationSpec | None = Field(
+        None, exclude_if=lambda data: data is None,
+        description="your own training text, as calibration.corpus names a corpus (a local file or folder, JSONL or Parquet "
+        "records with text_field, a dataset in the local Hugging Face cache with config/split/data_files); a path alone "
+        "will do. Default: the train split of the study's built-in corpus",
+    )  # fmt: skip
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _a_corpus_alone(cls, data: Any) -> Any:
+        return {"corpus": data} if isinstance(data, (str, Path)) else data
+
+    @field_validator("data")
+    @classmethod
+    def _names_text_only(cls, data: CalibrationSpec | None) -> CalibrationSpec | None:
+        if data is None:
+            return data
+        sizing = sorted({"n_samples", "seq_len", "seed", "batch_size", "seeds"} & data.model_fields_set)
+        if sizing:
+            raise ValueError(f"{', '.join(sizing)} size calibration; the finetune's slice is sized by finetune.examples and seq_len")
+        if data.kind == "image_qa":
+            raise ValueError("a VLM finetunes on the built-in image-QA training split; finetune.data reads text")
+        return data
 
     @model_validator(mode="after")
     def _accumulates_whole_micro_batches(self):

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from evals.corpora import CORPORA, corpus_documents
+from evals.corpora.user import calibration_documents, is_builtin, takes_images
 from evals.imageqa.generator import build_imageqa, split_path
 from evals.imageqa.prompts import training_conversations
 from evals.imageqa.records import load_records
@@ -19,18 +20,24 @@ from pruning.errors import ConfigError
 from pruning.finetune import finetune, layer_prefixes
 from pruning.models.adapters import adapter_for
 from pruning.models.sources import checkpoint_fingerprint, is_multimodal, load_model, save_checkpoint, text_tokenizer
-from pruning.specs import FinetuneSpec, ModelSpec
+from pruning.specs import CalibrationSpec, FinetuneSpec, ModelSpec
 from tasks.artifacts import CheckpointRef, FinetunedCheckpoint
 from tasks.cache import code_digest
+from tasks.calibration import fingerprinted
 from tasks.common import STAGE, checkpoint_slug, stamp
 
 LOG_EVERY_STEPS = 5
 
 
-def finetune_examples(preprocessor, corpus: str, spec: FinetuneSpec, cache_dir: Path) -> list[dict]:
-    """One row per example, from the training split of the study's corpus (never its evaluation split):
-    seeded windows of `seq_len` tokens for text, image-question-answer conversations for image QA."""
-    if corpus in IMAGE_CORPORA:
+def finetune_examples(preprocessor, corpus: str | CalibrationSpec, spec: FinetuneSpec, cache_dir: Path) -> list[dict]:
+    """One row per example, from the training split of the study's corpus (never its evaluation split),
+    or from the user's training text (`finetune.data`, given here as `corpus`): seeded windows of `seq_len`
+    tokens for text, image-question-answer conversations for image QA."""
+    if isinstance(corpus, CalibrationSpec):
+        if is_multimodal(preprocessor):
+            raise ConfigError(f"finetune.data {corpus.corpus!r} is text; this model takes images: leave finetune.data out")
+        texts = training_documents(corpus, spec, cache_dir)
+    elif corpus in IMAGE_CORPORA:
         if not is_multimodal(preprocessor):
             raise ConfigError(f"finetuning on {corpus!r} needs a vision-language model; this one is text-only")
         records = load_records(split_path(build_imageqa(cache_dir), "train"))
@@ -39,19 +46,50 @@ def finetune_examples(preprocessor, corpus: str, spec: FinetuneSpec, cache_dir: 
         pairs = training_conversations(records, spec.examples, 1, spec.seed)
         prompt = lambda text: vlm_prompt(preprocessor, text)  # noqa: E731
         return [conversation_batch(preprocessor, [image], [turns], prompt) for image, turns in pairs]
-    if is_multimodal(preprocessor):
+    elif is_multimodal(preprocessor):
         raise ConfigError(f"this model takes images: finetune it on an image corpus ({', '.join(sorted(IMAGE_CORPORA))}), not {corpus!r}")
-    texts = corpus_documents(corpus, "train", cache_dir)
+    else:
+        texts = corpus_documents(corpus, "train", cache_dir)
     ids = calibration_ids(texts, text_tokenizer(preprocessor), spec.examples, spec.seq_len, spec.seed)
     return [{"input_ids": ids[row : row + 1]} for row in range(ids.shape[0])]
 
 
-def check_finetune_corpus(corpus: str) -> None:
-    """A finetune trains on the train split of the study's corpus, kept apart from its calibration and test
-    splits: only a built-in corpus has one (the user's own calibration data is calibration data whole)."""
-    if corpus not in CORPORA and corpus not in IMAGE_CORPORA:
-        raise ConfigError(f"finetune trains on the train split of a built-in corpus ({', '.join(sorted([*CORPORA, *IMAGE_CORPORA]))}); "
-                          f"calibration.corpus {corpus!r} is your own data, which has none")  # fmt: skip
+def training_documents(data: CalibrationSpec, spec: FinetuneSpec, cache_dir: Path) -> list[str]:
+    """The texts of `finetune.data`: a built-in corpus's train split, or the user's text read as a
+    calibration of `examples` windows of `seq_len` tokens reads it (`calibration_documents`)."""
+    if takes_images(data):
+        raise ConfigError(f"finetune.data {data.corpus!r} is image-question-answer data; finetune.data reads text")
+    if is_builtin(data):
+        return corpus_documents(data.corpus, "train", Path(cache_dir))
+    try:
+        return calibration_documents(data.model_copy(update={"n_samples": spec.examples, "seq_len": spec.seq_len}), Path(cache_dir))
+    except ConfigError as error:  # its messages name the field calibration data comes from
+        raise ConfigError(str(error).replace("calibration.corpus", "finetune.data", 1)) from None
+
+
+def finetune_corpus(finetune: FinetuneSpec, study_corpus: str) -> str | CalibrationSpec:
+    """What the finetune stage trains on: the user's `finetune.data`, keyed on its contents
+    (`fingerprinted`), else the name of the study's corpus, whose train split it reads."""
+    return study_corpus if finetune.data is None else fingerprinted(finetune.data)
+
+
+def check_finetune_corpus(finetune: FinetuneSpec, study_corpus: str, multimodal: bool, cache_dir: Path) -> None:
+    """The preflight's look at what a finetune trains on. Without `finetune.data` it is the train split of
+    the study's corpus, kept apart from its calibration and test splits: only a built-in corpus has one
+    (the user's own calibration data is calibration data whole). With it: text, enough for a window."""
+    if finetune.data is None:
+        if study_corpus not in CORPORA and study_corpus not in IMAGE_CORPORA:
+            raise ConfigError(f"finetune trains on the train split of a built-in corpus ({', '.join(sorted([*CORPORA, *IMAGE_CORPORA]))}); "
+                              f"calibration.corpus {study_corpus!r} is your own data, which has none: name your training "
+                              "text in the method's finetune.data")  # fmt: skip
+        return
+    if multimodal:
+        raise ConfigError(f"finetune.data {finetune.data.corpus!r} is text; a vision-language model finetunes on the image-QA "
+                          "training split: leave finetune.data out")  # fmt: skip
+    characters = sum(len(text) for text in training_documents(finetune.data, finetune, cache_dir)) + 2
+    if characters <= finetune.seq_len:
+        raise ConfigError(f"finetune.seq_len={finetune.seq_len}: finetune.data {finetune.data.corpus!r} has {characters} "
+                          "characters, fewer than a window's tokens")  # fmt: skip
 
 
 def _finetune_run_name(parameters: dict) -> str:
@@ -64,7 +102,7 @@ def finetuned_checkpoint(
     model: ModelSpec,
     train_layers: list[int],
     finetune_spec: FinetuneSpec,
-    corpus: str,
+    corpus: str | CalibrationSpec,
     label: str,
     workdir: str,
     cache_dir: str,
@@ -99,8 +137,9 @@ def finetuned_checkpoint(
             on_step=log_step,
         )
         logger.info(
-            "finetuned %s: %d steps on %d examples, loss %.4f -> %.4f, %d trainable parameters%s",
-            label, report.steps, report.examples, report.first_loss, report.last_loss, report.trainable_params,
+            "finetuned %s: %d steps on %d examples of %s, loss %.4f -> %.4f, %d trainable parameters%s",
+            label, report.steps, report.examples, corpus.corpus if isinstance(corpus, CalibrationSpec) else f"{corpus} (train split)",
+            report.first_loss, report.last_loss, report.trainable_params,
             f" (stored in {model.dtype}, stepped through fp32 master copies)" if report.master_params else "",
         )
         slug = checkpoint_slug(label)

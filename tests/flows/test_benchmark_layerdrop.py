@@ -3,6 +3,8 @@ tiny Llama and a tiny LLaVA given by local path, recorded in DuckDB."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import yaml
@@ -64,19 +66,23 @@ def text_run(module_tmp, cache_dir, smollm2_checkpoint):
 
 def test_a_bf16_model_finetunes_through_fp32_master_copies_and_stays_bf16(text_run, tmp_path, cache_dir):
     """`dtype: bfloat16`: the stage steps the trained layers through fp32 copies (its log says so) and
-    saves a bf16 checkpoint in which they, and only they, moved."""
+    saves a bf16 checkpoint in which they, and only they, moved. It trains on the user's own text
+    (`finetune.data`), which a study calibrated on the user's data needs."""
     from safetensors.torch import load_file
 
     checkpoint = text_run.parent / "tiny-llama"
+    (tmp_path / "domain.txt").write_text("".join(f"Record {n}: the valve on line {n % 7} was opened at dawn.\n" for n in range(100)))
     study = {
         "model": {"source": str(checkpoint), "dtype": "bfloat16"},
-        "calibration": {"n_samples": 4, "seq_len": 32, "batch_size": 4},
-        "methods": [{"name": "shortgpt", "drop_ratio": 0.25, "finetune": FINETUNE}],
+        "calibration": {"corpus": str(tmp_path / "domain.txt"), "n_samples": 4, "seq_len": 32, "batch_size": 4},
+        "methods": [{"name": "shortgpt", "drop_ratio": 0.25, "finetune": {**FINETUNE, "data": str(tmp_path / "domain.txt")}}],
         "eval": {"suites": ["jargon_ppl"], "limit": 4},
     }
     output: list[str] = []
     _run(tmp_path, "layerdrop-bf16", study, cache_dir, output, keep="all")  # `all` keeps the checkpoint before finetuning
     assert "(stored in bfloat16, stepped through fp32 master copies)" in output[0]
+    unwrapped = re.sub(r"\s+", "", output[0])  # Prefect's console wraps long lines
+    assert re.search(rf"examplesof{re.escape(str(tmp_path / 'domain.txt'))},loss", unwrapped), output[0][-3000:]
     root = tmp_path / "work" / "checkpoints"
     (dropped,) = [p for p in root.glob("*/shortgpt-*") if "-ft-" not in p.name]
     (finetuned,) = root.glob("*/shortgpt-*-ft-*")
