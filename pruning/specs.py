@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_serializer, field_validator, model_validator
 
 
 def validation_problem(problem: dict) -> str:
@@ -404,6 +404,12 @@ class FinetuneSpec(Spec):
         if data.kind == "image_qa":
             raise ValueError("a VLM finetunes on the built-in image-QA training split; finetune.data reads text")
         return data
+
+    @field_serializer("data")
+    def _where_the_text_is(self, data: CalibrationSpec | None) -> dict | None:
+        """Only what names the text (corpus and its options, the fingerprint a run sets): calibration's sizes
+        do not apply here, so they stay out of the method's parameters, its id and its label."""
+        return None if data is None else data.model_dump(mode="json", exclude={"n_samples", "seq_len", "seed", "batch_size"})
 
     @model_validator(mode="after")
     def _accumulates_whole_micro_batches(self):

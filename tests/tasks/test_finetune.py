@@ -66,3 +66,17 @@ def test_the_stage_trains_on_windows_of_the_users_text_keyed_on_its_contents(tmp
     data.write_text(TEXT.replace("fox", "cat"))
     assert finetune_corpus(spec, "jargon").fingerprint != corpus.fingerprint  # an edited file is other training data
     assert finetune_corpus(FinetuneSpec(), "jargon") == "jargon"
+
+
+def test_only_where_the_text_is_enters_the_method_and_tells_two_finetunes_apart():
+    from flows.config import ExperimentConfig
+
+    healed = ShortGPTSpec(name="shortgpt", drop_ratio=0.25, finetune=FinetuneSpec(data={"corpus": "/data/train.jsonl", "text_field": "body"}))
+    assert healed.model_dump()["finetune"]["data"] == {"corpus": "/data/train.jsonl", "text_field": "body"}  # no calibration sizes
+    assert ShortGPTSpec.model_validate(healed.model_dump()) == healed
+    config = ExperimentConfig.model_validate({"name": "x", "studies": [{
+        "model": {"source": "packaged:smollm2-135m"}, "eval": {"suites": ["jargon_ppl"]},
+        "methods": [{"name": "shortgpt", "drop_ratio": 0.25, "finetune": {}},
+                    {"name": "shortgpt", "drop_ratio": 0.25, "finetune": {"data": "/data/train.txt"}}]}]})  # fmt: skip
+    assert [method.label for method in config.studies[0].methods] == [
+        "shortgpt 25% +ft (finetune.data.corpus=none)", "shortgpt 25% +ft (finetune.data.corpus=/data/train.txt)"]
