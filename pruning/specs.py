@@ -407,8 +407,9 @@ class FinetuneSpec(Spec):
 
     @field_serializer("data")
     def _where_the_text_is(self, data: CalibrationSpec | None) -> dict | None:
-        """Only what names the text (corpus and its options, the fingerprint a run sets): calibration's sizes
-        do not apply here, so they stay out of the method's parameters, its id and its label."""
+        """Only what names the text (corpus and its options): calibration's sizes do not apply here, so they
+        stay out of the method's parameters, its id and its label. (Its contents' fingerprint goes to the
+        finetune stage beside the spec: `tasks.finetune.finetune_corpus`.)"""
         return None if data is None else data.model_dump(mode="json", exclude={"n_samples", "seq_len", "seed", "batch_size"})
 
     @model_validator(mode="after")
