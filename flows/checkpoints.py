@@ -95,19 +95,12 @@ class BranchCheckpoints:
             self.remove_unkept(evaluated=False)
         result = task(**parameters)
         problem = problem_of(result)
-        if problem is None:
-            return result
-        if source is not None:
-            self.whole(source)
-            parameters = {**parameters, "checkpoint": source.result.ref}
-        return recomputed(task, problem, parameters)
+        return result if problem is None else self._recomputed(task, problem, parameters, source)
 
     def kept(self, evaluated: Built | None) -> bool:
-        """Whether the run keeps the checkpoint it evaluated: the base model's always; a built one unless
-        `none`, and only while it is on disk."""
-        if evaluated is None:
-            return True
-        return self.keep != "none" and Path(evaluated.result.ref.path).is_dir()
+        """Whether the policy keeps the checkpoint the run evaluated: the base model's always; a built one
+        unless `none` (whether it is on disk is the record's to check: `flows.benchmark._checkpoint_columns`)."""
+        return evaluated is None or self.keep != "none"
 
     def whole(self, built: Built) -> None:
         """Hold the checkpoint of `built` and make sure it is whole: rebuilt (its source made whole first,
@@ -123,10 +116,7 @@ class BranchCheckpoints:
             result = built.task(**built.parameters)  # rebuilt meanwhile by another branch, or now
             problem = checkpoint_problem(Path(result.ref.path), result.ref.fingerprint)
             if problem is not None:
-                if built.source is not None:
-                    self.whole(built.source)
-                    built.parameters = {**built.parameters, "checkpoint": built.source.result.ref}
-                result = recomputed(built.task, problem, built.parameters)
+                result = self._recomputed(built.task, problem, built.parameters, built.source)
             built.result = result
         self._hold(built.result.ref.path)
 
@@ -137,6 +127,13 @@ class BranchCheckpoints:
             return
         for built in self.built[:-1] if self.keep == "last" or not evaluated else self.built:
             self._remove(built)
+
+    def _recomputed(self, task: Task, problem: str, parameters: dict, source: Built | None):
+        """`recomputed`, with `source`'s checkpoint (which the stage reads) made whole first."""
+        if source is not None:
+            self.whole(source)
+            parameters = {**parameters, "checkpoint": source.result.ref}
+        return recomputed(task, problem, parameters)
 
     def _reading(self, task: Task, source: Built, parameters: dict) -> dict:
         """`parameters` with `source`'s checkpoint, made whole first where `task` is not cached and must read it."""
